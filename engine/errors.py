@@ -1,0 +1,47 @@
+"""Errors that cross the boundary: each becomes one `error` event and an exit code.
+
+Kinds are part of the event contract (DESIGN.md); the add-on shows `message` and `hint`
+for any kind, including ones it does not know.
+"""
+from __future__ import annotations
+
+# Exit codes of `python -m engine run`, documented in `python -m engine --help`.
+EXIT_CODES = {
+    "succeeded": 0,
+    "internal": 1,
+    "invalid_job": 2,
+    "model_missing": 3,
+    "out_of_memory": 4,
+    "diverged": 5,
+    "capture_invalid": 6,
+    "empty_surface": 7,
+    "cancelled": 8,
+}
+
+
+class EngineError(Exception):
+    """An error the user can act on.
+
+    kind: one of EXIT_CODES' error kinds; message: what is wrong, naming the key or file;
+    hint: what to do about it.
+    """
+
+    def __init__(self, kind: str, message: str, hint: str = "") -> None:
+        if kind not in EXIT_CODES:
+            raise ValueError(f"unknown error kind {kind!r}")
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.hint = hint
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.kind]
+
+    def to_event(self) -> dict:
+        return {"event": "error", "kind": self.kind, "message": self.message, "hint": self.hint}
+
+
+def invalid_job(key: str, value, why: str, hint: str = "") -> EngineError:
+    """An `invalid_job` error that names the offending key and value."""
+    return EngineError("invalid_job", f"{key}: {why} (got {value!r})", hint or f"fix {key!r} in job.json")

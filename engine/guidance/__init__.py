@@ -1,0 +1,1 @@
+"""Guidance: rendered images -> named losses. One guidance per file."""

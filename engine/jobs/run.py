@@ -1,0 +1,289 @@
+"""The one run loop every method goes through.
+
+Heavy modules (torch, model libraries) are imported only after job.json is validated and
+the network policy is set, so a bad job fails fast and offline means offline.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import time
+import traceback
+from pathlib import Path
+from typing import IO
+
+from ..errors import EXIT_CODES, EngineError
+from ..spec import load_job
+from .events import EventStream, setup_logging
+
+log = logging.getLogger("engine.run")
+
+# Job keys that may change between a run and its --resume: they do not alter the optimisation.
+RESUMABLE_CHANGES = ("steps", "device", "export", "preview_every", "checkpoint_every", "preview_mesh_every")
+
+
+class CancelWatch:
+    """A `cancel` file in the job folder, SIGTERM or SIGINT asks the loop to stop after the current step."""
+
+    def __init__(self, job_dir: Path) -> None:
+        self.path = Path(job_dir) / "cancel"
+        self.signalled = False
+        self.previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        self.signalled = True
+
+    def requested(self) -> bool:
+        return self.signalled or self.path.exists()
+
+
+def network_policy(allow_downloads: bool) -> None:
+    """With downloads off, the Hugging Face libraries must never try the network.
+
+    Set before they are imported: they read these variables once, at import time.
+    """
+    if not allow_downloads:
+        for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "DIFFUSERS_OFFLINE"):
+            os.environ[var] = "1"
+
+
+def step_generator(seed: int, step: int):
+    """A CPU generator for one step, derived from (seed, step) alone.
+
+    Every random choice of step k depends only on the seed and k, so a resumed run makes
+    the same choices as an uninterrupted one without saving any RNG state.
+    """
+    import torch
+
+    digest = hashlib.blake2b(f"{seed}:{step}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
+def pick_device(name: str):
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+        raise EngineError("invalid_job", f"device: {name!r} is not available on this machine "
+                          f"({torch.cuda.device_count()} CUDA devices)", 'use "auto" or "cpu"')
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise EngineError("invalid_job", "device: 'mps' is not available on this machine", 'use "auto" or "cpu"')
+    return device
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    import torch
+
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def out_of_memory_error(spec, device) -> EngineError:
+    return EngineError(
+        "out_of_memory", f"the {device} device ran out of memory",
+        f"lower render.size (now {spec.render.size}), render.samples_per_ray (now {spec.render.samples_per_ray})"
+        f" or export.resolution (now {spec.export.resolution}); or close other programs using the GPU")
+
+
+def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
+    """Run JOB_DIR/job.json to the end, a cancel or an error; returns the exit code."""
+    job_dir = Path(job_dir)
+    events = EventStream(out, job_dir)
+    setup_logging(job_dir, events)
+    cancel = CancelWatch(job_dir)
+    spec = device = None
+    try:
+        # 1. Validate the job before anything heavy is imported.
+        spec = load_job(job_dir)
+        # 2. Network policy, then the heavy imports.
+        network_policy(spec.allow_downloads)
+        import torch
+
+        from ..methods import METHODS
+        from .checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+        from .losses import weighted_total
+
+        device = pick_device(spec.device)
+        events.emit("started", method=spec.method, steps=spec.steps, device=str(device), resume=resume,
+                    pid=os.getpid(), job=spec.to_dict())
+        # 3. Seed, then build the method: field, guidance models, optimiser.
+        torch.manual_seed(spec.seed)
+        method = METHODS[spec.method].build(spec, device)
+        start = 0
+        # 4. Resume from the latest checkpoint.
+        if resume:
+            meta = read_checkpoint_meta(job_dir)
+            if meta is None:
+                raise EngineError("invalid_job", f"--resume: no checkpoint in {job_dir / 'checkpoints'}",
+                                  "run without --resume to start from scratch")
+            _check_resumable(meta["job"], spec.to_dict())
+            start = load_checkpoint(job_dir, method.modules, method.optimizer, device)["step"]
+            log.info("resumed from step %d", start)
+        # 5. Optimise.
+        t0, last_progress, timed_steps = time.monotonic(), 0.0, 0
+        for step in range(start, spec.steps):
+            if cancel.requested():
+                save_checkpoint(job_dir, step, method.modules, method.optimizer, spec.to_dict())
+                events.emit("artifact", kind="checkpoint", path="checkpoints/latest.json", step=step)
+                events.emit("finished", status="cancelled", step=step)
+                return EXIT_CODES["cancelled"]
+            for group in method.optimizer.param_groups:
+                group["lr"] = method.learning_rate(step)
+            method.optimizer.zero_grad(set_to_none=True)
+            result = method.step(step, step_generator(spec.seed, step))
+            total = weighted_total(result.losses, method.weights(step))
+            if not torch.isfinite(total):
+                kept = read_checkpoint_meta(job_dir)
+                raise EngineError(
+                    "diverged", f"the loss became non-finite at step {step} "
+                    f"({ {k: v.item() for k, v in result.losses.items()} })",
+                    "lower options.lr or try another seed; "
+                    + (f"the last good checkpoint (step {kept['step']}) is kept" if kept else "no checkpoint was written yet"))
+            total.backward()
+            method.optimizer.step()
+            done, timed_steps = step + 1, timed_steps + 1
+            # 6. Events, previews and checkpoints on their schedules.
+            now = time.monotonic()
+            if now - last_progress >= 0.25 or done == spec.steps or done == start + 1:
+                elapsed = now - t0
+                events.emit("progress", step=done, total=spec.steps, elapsed_s=round(elapsed, 3),
+                            eta_s=round(elapsed / timed_steps * (spec.steps - done), 1),
+                            losses={k: v.item() for k, v in result.losses.items()}, metrics=result.metrics,
+                            lr=method.learning_rate(step))
+                last_progress = now
+            if spec.preview_every and done % spec.preview_every == 0:
+                path = write_preview(method.field, spec, job_dir, done, device)
+                events.emit("preview", step=done, path=path)
+            if spec.preview_mesh_every and done % spec.preview_mesh_every == 0 and done < spec.steps:
+                path = write_preview_mesh(method.field, spec, job_dir, done, device)
+                if path:
+                    events.emit("artifact", kind="preview_mesh", path=path, step=done)
+            if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < spec.steps:
+                save_checkpoint(job_dir, done, method.modules, method.optimizer, spec.to_dict())
+                events.emit("artifact", kind="checkpoint", path="checkpoints/latest.json", step=done)
+        # 7. Final checkpoint and mesh export.
+        save_checkpoint(job_dir, spec.steps, method.modules, method.optimizer, spec.to_dict())
+        events.emit("artifact", kind="checkpoint", path="checkpoints/latest.json", step=spec.steps)
+        for kind, path in export_result(method.field, spec, job_dir, device).items():
+            events.emit("artifact", kind=kind, path=path)
+        # 8. Finish.
+        events.emit("finished", status="succeeded", step=spec.steps)
+        return EXIT_CODES["succeeded"]
+    except EngineError as e:
+        return _fail(events, e)
+    except Exception as e:  # noqa: BLE001 - every failure must end as events, never a bare traceback
+        if spec is not None and is_out_of_memory(e):
+            log.error("out of memory: %s", e)
+            return _fail(events, out_of_memory_error(spec, device))
+        log.error("internal error:\n%s", traceback.format_exc())
+        return _fail(events, EngineError("internal", f"{type(e).__name__}: {e}",
+                                         f"see {job_dir / 'log.txt'} for the traceback; please report it"))
+    finally:
+        cancel.restore()
+        events.close()
+
+
+def _fail(events: EventStream, error: EngineError) -> int:
+    log.error("%s: %s (%s)", error.kind, error.message, error.hint, extra={"as_event": False})
+    events.emit("error", kind=error.kind, message=error.message, hint=error.hint)
+    events.emit("finished", status="failed")
+    return error.exit_code
+
+
+def _check_resumable(saved: dict, current: dict) -> None:
+    for key in sorted(set(saved) | set(current)):
+        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key):
+            raise EngineError("invalid_job", f"--resume: job.json key {key!r} changed since the checkpoint "
+                              f"({saved.get(key)!r} -> {current.get(key)!r})",
+                              f"restore {key!r} or run without --resume; only {list(RESUMABLE_CHANGES)} may change")
+
+
+def preview_camera(spec):
+    """The fixed view of previews: 30 degrees right of the front, at the orbit's middle."""
+    from ..cameras import orbit_views
+
+    mid = [(lo + hi) / 2 for lo, hi in (spec.orbit.elevation_deg, spec.orbit.radius, spec.orbit.fov_deg)]
+    return orbit_views(30.0, *mid)
+
+
+def write_preview(field, spec, job_dir: Path, step: int, device) -> str:
+    """Render the preview view over white into previews/step_NNNNNN.png; returns the relative path."""
+    import torch
+
+    from ..render import composite, render_view
+    from .images import save_png
+
+    view = preview_camera(spec)
+    with torch.no_grad():
+        out = render_view(field, view.c2w[0].to(device), float(view.fov_deg[0]), spec.render.size,
+                          spec.render.samples_per_ray, chunk=8192)
+        image = composite(out.rgb, out.opacity, torch.ones(3, device=device))
+    rel = f"previews/step_{step:06d}.png"
+    save_png(image, job_dir / rel)
+    return rel
+
+
+def field_callables(field, device, chunk: int = 65536):
+    """numpy -> numpy density and albedo functions of a field, for the mesh exporter."""
+    import numpy as np
+    import torch
+
+    def query(points: np.ndarray):
+        outs = []
+        with torch.no_grad():
+            for i in range(0, len(points), chunk):
+                outs.append(field(torch.from_numpy(np.ascontiguousarray(points[i:i + chunk], dtype=np.float32)).to(device)))
+        return outs
+
+    def density_fn(points):
+        return np.concatenate([o.density.float().cpu().numpy() for o in query(points)])
+
+    def albedo_fn(points):
+        return np.concatenate([o.albedo.float().cpu().numpy() for o in query(points)])
+
+    return density_fn, albedo_fn
+
+
+def write_preview_mesh(field, spec, job_dir: Path, step: int, device) -> str | None:
+    """A coarse mesh for the add-on's live preview; None while the field has no surface yet."""
+    from ..mesh import export_mesh
+
+    density_fn, albedo_fn = field_callables(field, device)
+    name = f"mesh_step_{step:06d}"
+    try:
+        export_mesh(density_fn, albedo_fn, job_dir / "previews", resolution=min(64, spec.export.resolution),
+                    threshold=spec.export.threshold, texture_size=0, formats=("npz",),
+                    offset=spec.orbit.look_at, name=name)
+    except EngineError as e:
+        log.info("no preview mesh at step %d: %s", step, e.message)
+        return None
+    return f"previews/{name}.npz"
+
+
+def export_result(field, spec, job_dir: Path, device, export=None) -> dict[str, str]:
+    """Extract and bake the final mesh into result/; returns artifact kind -> relative path."""
+    from ..mesh import export_mesh
+
+    export = export or spec.export
+    density_fn, albedo_fn = field_callables(field, device)
+    result = export_mesh(density_fn, albedo_fn, job_dir / "result", resolution=export.resolution,
+                         threshold=export.threshold, texture_size=export.texture_size, formats=export.formats,
+                         offset=spec.orbit.look_at)
+    log.info("mesh: %d vertices, %d faces, threshold %.4g, %s", result.n_vertices, result.n_faces,
+             result.threshold, {k: round(v, 2) for k, v in result.timings.items()})
+    kinds = {"npz": "mesh", "glb": "glb"}
+    return {kinds[fmt]: str(Path(path).relative_to(job_dir)) for fmt, path in result.paths.items() if fmt in kinds}

@@ -1,0 +1,87 @@
+"""Per-method defaults and option dataclasses (job.json `options`), free of torch.
+
+They live apart from the method files (which import torch) so that a job is validated
+before anything heavy is imported. Each method file reads its options from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import invalid_job
+
+
+def _check(ok: bool, key: str, value, why: str) -> None:
+    if not ok:
+        raise invalid_job(key, value, why)
+
+
+@dataclass(frozen=True)
+class DreamFieldsOptions:
+    """Dream Fields (Jain et al. 2022); defaults from the paper and google-research/dreamfields."""
+
+    field: str = "hashgrid"
+    """"hashgrid" (multiresolution hash grid, fast) or "mlp" (the paper's residual MLP with integrated PE)."""
+    lr: float | None = None
+    """Peak Adam learning rate; null = 1e-4 for "mlp" (paper), 5e-3 for "hashgrid"."""
+    lr_warmup_steps: int = 1500
+    """Steps of exponential warm-up from lr/10 to lr (paper: 1500); capped at a fifth of the run."""
+    n_augments: int = 8
+    """Random crops of each render given to CLIP (paper: 8)."""
+    crop_fraction: float = 80 / 88
+    """Side of each crop over the render side (paper: 80/88 at low quality)."""
+    transmittance_target: tuple[float, float] = (0.4, 0.88)
+    """Target mean transmittance, annealed from the first to the second value (paper: 40% -> 88%)."""
+    transmittance_anneal_steps: int = 500
+    """Steps of the exponential anneal of the target (official code: ~500); capped at a fifth of the run."""
+    bg_blur_max_px: float = 10.0
+    """Largest Gaussian blur sigma, in pixels, of the augmentation backgrounds (paper: 10)."""
+    hash_levels: int = 16
+    """Hash grid: number of resolution levels."""
+    hash_log2_size: int = 19
+    """Hash grid: log2 of the entries per level."""
+    hash_max_resolution: int = 1024
+    """Hash grid: resolution of the finest level over the cube."""
+    mlp_width: int = 128
+    """Width of the field's MLP (both backbones)."""
+    mlp_blocks: int = 2
+    """Residual blocks of the "mlp" backbone."""
+
+    def validate(self, key: str) -> None:
+        _check(self.field in ("hashgrid", "mlp"), f"{key}.field", self.field, 'must be "hashgrid" or "mlp"')
+        _check(self.lr is None or 0 < self.lr < 1, f"{key}.lr", self.lr, "must be in (0, 1)")
+        _check(self.lr_warmup_steps >= 0, f"{key}.lr_warmup_steps", self.lr_warmup_steps, "must be >= 0")
+        _check(1 <= self.n_augments <= 64, f"{key}.n_augments", self.n_augments, "must be between 1 and 64")
+        _check(0.1 <= self.crop_fraction <= 1, f"{key}.crop_fraction", self.crop_fraction, "must be in [0.1, 1]")
+        lo, hi = self.transmittance_target
+        _check(0 < lo <= hi < 1, f"{key}.transmittance_target", list(self.transmittance_target),
+               "must be two fractions with 0 < start <= end < 1")
+        _check(self.transmittance_anneal_steps >= 0, f"{key}.transmittance_anneal_steps",
+               self.transmittance_anneal_steps, "must be >= 0")
+        _check(self.bg_blur_max_px >= 0, f"{key}.bg_blur_max_px", self.bg_blur_max_px, "must be >= 0")
+        _check(1 <= self.hash_levels <= 32, f"{key}.hash_levels", self.hash_levels, "must be between 1 and 32")
+        _check(10 <= self.hash_log2_size <= 24, f"{key}.hash_log2_size", self.hash_log2_size, "must be between 10 and 24")
+        _check(16 <= self.hash_max_resolution <= 8192, f"{key}.hash_max_resolution", self.hash_max_resolution,
+               "must be between 16 and 8192")
+        _check(8 <= self.mlp_width <= 1024, f"{key}.mlp_width", self.mlp_width, "must be between 8 and 1024")
+        _check(1 <= self.mlp_blocks <= 16, f"{key}.mlp_blocks", self.mlp_blocks, "must be between 1 and 16")
+
+
+# Defaults of the common job sections, per method. Orbit: Dream Fields renders from radius 4
+# at 30 degrees elevation all around the object (360 degrees: narrower ranges leave the
+# sides unlearned) with a ~33 degree field of view.
+METHOD_DEFAULTS: dict[str, dict] = {
+    "dream_fields": {
+        "steps": 10000,
+        "render": {"size": 88, "samples_per_ray": 128},
+        "orbit": {"radius": (4.0, 4.0), "elevation_deg": (30.0, 30.0), "azimuth_deg": (0.0, 360.0),
+                  "fov_deg": (33.0, 33.0)},
+        "needs_prompt": True,
+    },
+}
+
+METHOD_OPTIONS: dict[str, type] = {
+    "dream_fields": DreamFieldsOptions,
+}
+
+# Named in DESIGN.md, arriving in later engine versions; a job naming one gets a clear error.
+PLANNED_METHODS = ("dreamfusion", "reconstruct", "nerf_art", "dietnerf", "latent_edit")

@@ -1,0 +1,94 @@
+"""Sampling along rays and volume rendering (the nerfacc way: the field is a callable)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..fields.base import FieldOutput
+
+FieldFn = Callable[..., FieldOutput]
+
+
+@dataclass
+class RenderOutput:
+    """Per-ray results; leading shape (R,) or (H,W) for images."""
+
+    rgb: torch.Tensor
+    """(...,3) accumulated albedo, not yet composited over a background."""
+    opacity: torch.Tensor
+    """(...,) accumulated alpha; transmittance = 1 - opacity."""
+    depth: torch.Tensor
+    """(...,) expected distance along the ray of the visible surface (far bound where empty)."""
+
+
+def ray_cube_intersect(origins: torch.Tensor, dirs: torch.Tensor, bound: float = 1.0):
+    """Slab test against the cube [-bound,bound]^3.
+
+    origins, dirs: (R,3). Returns near, far (R,) clamped to >= 0 and hit (R,) bool.
+    """
+    inv = 1.0 / torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
+    t0, t1 = (-bound - origins) * inv, (bound - origins) * inv
+    near = torch.minimum(t0, t1).amax(dim=-1).clamp(min=0)
+    far = torch.maximum(t0, t1).amin(dim=-1)
+    return near, far, far > near
+
+
+def stratified_samples(near: torch.Tensor, far: torch.Tensor, n: int, generator: torch.Generator | None):
+    """n samples per ray, one uniformly inside each of n equal bins (bin centres without a generator).
+
+    near, far: (R,). Returns t (R,n) and delta (R,1), the bin length: with a constant density
+    sigma the rendered transmittance is exactly exp(-sigma * (far - near)).
+    """
+    if generator is None:
+        u = torch.full((near.shape[0], n), 0.5, device=near.device)
+    else:
+        u = torch.rand(near.shape[0], n, generator=generator).to(near.device)
+    delta = ((far - near) / n)[:, None]
+    t = near[:, None] + (torch.arange(n, device=near.device)[None] + u) * delta
+    return t, delta
+
+
+def volume_weights(density: torch.Tensor, delta: torch.Tensor):
+    """Quadrature of the volume rendering integral.
+
+    density: (R,S); delta: (R,S) or (R,1). Returns weights (R,S) = T_i * alpha_i and
+    transmittance (R,S) in front of each sample, T_i = exp(-sum_{j<i} sigma_j delta_j).
+    """
+    tau = density * delta
+    alpha = 1 - torch.exp(-tau)
+    transmittance = torch.exp(-torch.cumsum(torch.cat([torch.zeros_like(tau[:, :1]), tau[:, :-1]], dim=1), dim=1))
+    return transmittance * alpha, transmittance
+
+
+def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, n_samples: int,
+                generator: torch.Generator | None = None, pixel_radius: float | None = None) -> RenderOutput:
+    """Render R rays through the object cube.
+
+    origins, dirs: (R,3), dirs unit length. Only rays that hit the cube query the field.
+    pixel_radius: cone radius per unit distance, passed to the field as each sample's
+    footprint (integrated encodings use it). Returns per-ray RenderOutput.
+    """
+    near, far, hit = ray_cube_intersect(origins, dirs)
+    rgb = torch.zeros(origins.shape[0], 3, device=origins.device)
+    opacity = torch.zeros(origins.shape[0], device=origins.device)
+    depth = far.clamp(min=0).clone()
+    if not hit.any():
+        return RenderOutput(rgb, opacity, depth)
+    o, d, near_h, far_h = origins[hit], dirs[hit], near[hit], far[hit]
+    t, delta = stratified_samples(near_h, far_h, n_samples, generator)
+    x = (o[:, None, :] + t[..., None] * d[:, None, :]).reshape(-1, 3)
+    radius = None if pixel_radius is None else (t * pixel_radius).reshape(-1)
+    out = field(x, radius)
+    weights, _ = volume_weights(out.density.reshape(t.shape), delta)
+    acc = weights.sum(dim=1)
+    rgb = rgb.index_put((hit,), (weights[..., None] * out.albedo.reshape(*t.shape, 3)).sum(dim=1))
+    opacity = opacity.index_put((hit,), acc)
+    depth = depth.index_put((hit,), (weights * t).sum(dim=1) + (1 - acc) * far_h)
+    return RenderOutput(rgb, opacity, depth)
+
+
+def composite(rgb: torch.Tensor, opacity: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """Albedo accumulated along rays over a background: (...,3), (...,), (...,3) -> (...,3)."""
+    return rgb + (1 - opacity[..., None]) * background

@@ -1,0 +1,314 @@
+"""job.json (spec_version 1) -> frozen dataclasses, validated once at the boundary.
+
+Imports neither torch nor any model library, so a bad job is refused in milliseconds and
+the add-on's tests can share the rules. Every error is `invalid_job` and names the key
+(dotted path) and the value. Method-specific defaults and options live in
+`engine/options.py`.
+"""
+from __future__ import annotations
+
+import json
+import re
+import types
+import typing
+from dataclasses import MISSING, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import EngineError, invalid_job
+from .options import METHOD_DEFAULTS, METHOD_OPTIONS, PLANNED_METHODS
+
+SPEC_VERSION = 1
+RENDER_SIZE_MULTIPLE = 8
+EXPORT_FORMATS = ("npz", "glb")
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    size: int
+    """Square render size in pixels during optimisation; a multiple of 8."""
+    samples_per_ray: int
+    """Stratified samples along each ray inside the object cube."""
+
+    def validate(self, key: str) -> None:
+        _check(self.size % RENDER_SIZE_MULTIPLE == 0 and 8 <= self.size <= 1024, f"{key}.size", self.size,
+               f"must be a multiple of {RENDER_SIZE_MULTIPLE} between 8 and 1024")
+        _check(4 <= self.samples_per_ray <= 1024, f"{key}.samples_per_ray", self.samples_per_ray,
+               "must be between 4 and 1024")
+
+
+@dataclass(frozen=True)
+class OrbitConfig:
+    radius: tuple[float, float]
+    """Camera distance from look_at, [min, max], in units of the object cube's half side."""
+    elevation_deg: tuple[float, float]
+    """Camera elevation above the XY plane, [min, max] degrees, within [-90, 90]."""
+    azimuth_deg: tuple[float, float]
+    """Camera azimuth, [min, max] degrees; 0 = front (camera on -Y), 90 = right (camera on +X)."""
+    fov_deg: tuple[float, float]
+    """Field of view of the square image, [min, max] degrees."""
+    look_at: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """World point the cameras look at; the object is made in the cube [-1,1]^3 around it."""
+
+    def validate(self, key: str) -> None:
+        for name in ("radius", "elevation_deg", "azimuth_deg", "fov_deg"):
+            lo, hi = getattr(self, name)
+            _check(lo <= hi, f"{key}.{name}", [lo, hi], "min is greater than max")
+        # A camera inside the cube sees the field from within: renders are meaningless.
+        _check(self.radius[0] > 1.75, f"{key}.radius", list(self.radius),
+               "min must be > 1.75 so the camera stays outside the object cube [-1,1]^3")
+        _check(-90 <= self.elevation_deg[0] and self.elevation_deg[1] <= 90, f"{key}.elevation_deg",
+               list(self.elevation_deg), "must lie within [-90, 90]")
+        _check(self.azimuth_deg[1] - self.azimuth_deg[0] <= 360, f"{key}.azimuth_deg", list(self.azimuth_deg),
+               "spans more than 360 degrees")
+        _check(1 <= self.fov_deg[0] and self.fov_deg[1] <= 150, f"{key}.fov_deg", list(self.fov_deg),
+               "must lie within [1, 150]")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    resolution: int = 256
+    """Marching-cubes grid resolution per axis over the object cube."""
+    threshold: float | str = "auto"
+    """Density iso-level, or "auto" (mean of the non-empty densities, as threestudio)."""
+    texture_size: int = 0
+    """Side of the baked UV albedo texture; 0 = vertex colours only."""
+    formats: tuple[str, ...] = EXPORT_FORMATS
+    """Files to write into result/: "npz" (always, the add-on reads it) and "glb"."""
+
+    def validate(self, key: str) -> None:
+        _check(16 <= self.resolution <= 1024, f"{key}.resolution", self.resolution, "must be between 16 and 1024")
+        if isinstance(self.threshold, str):
+            _check(self.threshold == "auto", f"{key}.threshold", self.threshold, 'must be a number or "auto"')
+        else:
+            _check(self.threshold > 0, f"{key}.threshold", self.threshold, "must be > 0")
+        _check(self.texture_size == 0 or 64 <= self.texture_size <= 8192, f"{key}.texture_size",
+               self.texture_size, "must be 0 (vertex colours only) or between 64 and 8192")
+        for f in self.formats:
+            _check(f in EXPORT_FORMATS, f"{key}.formats", f, f"unknown format; known: {list(EXPORT_FORMATS)}")
+        _check("npz" in self.formats, f"{key}.formats", list(self.formats), '"npz" is required (the add-on reads it)')
+
+
+@dataclass(frozen=True)
+class InputsConfig:
+    capture: str | None = None
+    """Path of a capture folder or transforms.json (capture methods only)."""
+
+    def validate(self, key: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    method: str
+    """Which method runs: a key of engine.methods.METHODS."""
+    prompt: str
+    """Text prompt (text methods) or style prompt (restyling methods)."""
+    negative_prompt: str
+    """What to steer away from (guidance that supports it)."""
+    seed: int
+    """Seed of every random choice; a fixed seed gives the same result on the CPU."""
+    steps: int
+    """Optimisation steps."""
+    device: str
+    """"auto", "cpu", "cuda", "cuda:N" or "mps"."""
+    render: RenderConfig
+    orbit: OrbitConfig
+    models: dict[str, str]
+    """Guidance models by role ("clip", "diffusion", ...): open_clip NAME/TAG, hub id or local path."""
+    allow_downloads: bool
+    """False = never touch the network; a missing model is a model_missing error."""
+    export: ExportConfig
+    preview_every: int
+    """Write a PNG preview every this many steps (0 = never)."""
+    checkpoint_every: int
+    """Write a checkpoint every this many steps (0 = only on cancel and at the end)."""
+    preview_mesh_every: int
+    """Write a coarse intermediate mesh every this many steps (0 = never)."""
+    inputs: InputsConfig
+    options: Any
+    """Method-specific settings: the method's own frozen dataclass (engine/options.py)."""
+    spec_version: int = SPEC_VERSION
+
+    def to_dict(self) -> dict:
+        """The fully resolved job, defaults included (written to checkpoints for resume checks)."""
+        return _to_jsonable(self)
+
+
+def load_job(job_dir: Path) -> JobSpec:
+    """Read and validate JOB_DIR/job.json."""
+    path = Path(job_dir) / "job.json"
+    if not path.is_file():
+        raise EngineError("invalid_job", f"no job.json in {job_dir}", "write a job.json (see DESIGN.md) or check the path")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise EngineError("invalid_job", f"job.json is not valid JSON: {e}", "fix the syntax of job.json") from None
+    return parse_job(raw)
+
+
+def parse_job(raw: Any) -> JobSpec:
+    """Validate a job.json object; errors name the offending key and value."""
+    if not isinstance(raw, dict):
+        raise invalid_job("job.json", type(raw).__name__, "must be a JSON object")
+    for key in ("spec_version", "method"):
+        if key not in raw:
+            raise invalid_job(key, None, "is required", hint=f'add "{key}" to job.json')
+    _check(raw["spec_version"] == SPEC_VERSION and type(raw["spec_version"]) is int, "spec_version",
+           raw["spec_version"], f"this engine reads spec_version {SPEC_VERSION}")
+    method = raw["method"]
+    if method not in METHOD_DEFAULTS:
+        why = "is planned but not in this engine version" if method in PLANNED_METHODS else "is not a known method"
+        raise invalid_job("method", method, why, hint=f"available methods: {sorted(METHOD_DEFAULTS)}")
+    defaults = METHOD_DEFAULTS[method]
+
+    known = {f.name for f in fields(JobSpec)}
+    for key in raw:
+        if key not in known:
+            raise invalid_job(key, raw[key], "unknown key", hint=f"known keys: {sorted(known)}")
+
+    values: dict[str, Any] = {}
+    hints = typing.get_type_hints(JobSpec)
+    for f in fields(JobSpec):
+        name = f.name
+        if name in ("render", "orbit", "export", "inputs"):
+            section_cls = hints[name]
+            values[name] = _parse_section(section_cls, raw.get(name, {}), name, defaults.get(name, {}))
+        elif name == "options":
+            values[name] = _parse_section(METHOD_OPTIONS[method], raw.get(name, {}), name, {})
+        elif name == "models":
+            values[name] = _parse_models(raw.get(name, {}))
+        elif name in raw:
+            values[name] = _coerce(hints[name], raw[name], name)
+        elif name in defaults:
+            values[name] = defaults[name]
+        elif name in _TOP_DEFAULTS:
+            values[name] = _TOP_DEFAULTS[name]
+        elif name != "spec_version":
+            raise invalid_job(name, None, "is required", hint=f'add "{name}" to job.json')
+    spec = JobSpec(**values)
+    _validate_top(spec, needs_prompt=defaults.get("needs_prompt", True))
+    return spec
+
+
+_TOP_DEFAULTS: dict[str, Any] = {
+    "negative_prompt": "",
+    "seed": 0,
+    "device": "auto",
+    "allow_downloads": False,
+    "preview_every": 100,
+    "checkpoint_every": 500,
+    "preview_mesh_every": 0,
+    "prompt": "",
+}
+
+
+def _validate_top(spec: JobSpec, needs_prompt: bool) -> None:
+    if needs_prompt:
+        _check(spec.prompt.strip() != "", "prompt", spec.prompt, f"method {spec.method} needs a non-empty prompt")
+    _check(0 <= spec.seed < 2**63, "seed", spec.seed, "must be between 0 and 2^63-1")
+    _check(1 <= spec.steps <= 1_000_000, "steps", spec.steps, "must be between 1 and 1000000")
+    _check(bool(_DEVICE_RE.match(spec.device)), "device", spec.device, 'must be "auto", "cpu", "cuda", "cuda:N" or "mps"')
+    for name in ("preview_every", "checkpoint_every", "preview_mesh_every"):
+        _check(getattr(spec, name) >= 0, name, getattr(spec, name), "must be >= 0")
+
+
+def _parse_models(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        raise invalid_job("models", raw, "must be an object mapping a role to a model name")
+    for role, name in raw.items():
+        if role not in ("clip", "clip_eval", "diffusion", "perceptual"):
+            raise invalid_job(f"models.{role}", name, "unknown model role",
+                              hint='known roles: "clip", "clip_eval", "diffusion", "perceptual"')
+        if not isinstance(name, str) or not name.strip():
+            raise invalid_job(f"models.{role}", name, "must be a non-empty string (hub id, NAME/TAG or local path)")
+    return dict(raw)
+
+
+def _parse_section(cls: type, raw: Any, key: str, defaults: dict) -> Any:
+    """Build a section dataclass from its JSON object: unknown keys and wrong types are errors."""
+    if not isinstance(raw, dict):
+        raise invalid_job(key, raw, "must be a JSON object")
+    names = {f.name: f for f in fields(cls)}
+    for k in raw:
+        if k not in names:
+            raise invalid_job(f"{key}.{k}", raw[k], "unknown key", hint=f"known keys of {key}: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, f in names.items():
+        if name in raw:
+            values[name] = _coerce(hints[name], raw[name], f"{key}.{name}")
+        elif name in defaults:
+            values[name] = defaults[name]
+        elif f.default is not MISSING:
+            continue
+        else:
+            raise invalid_job(f"{key}.{name}", None, "is required")
+    obj = cls(**values)
+    obj.validate(key)
+    return obj
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check `value` against the annotation `tp`; tuples come from JSON lists."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for alt in args:
+            if alt is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _coerce(alt, value, key)
+            except EngineError as e:
+                errors.append(e)
+        names = " or ".join("null" if a is type(None) else _type_name(a) for a in args)
+        raise invalid_job(key, value, f"must be {names}")
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise invalid_job(key, value, f"must be a list of {len(args) if args[-1] is not Ellipsis else 'any number of'} values")
+        if args[-1] is Ellipsis:
+            return tuple(_coerce(args[0], v, f"{key}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise invalid_job(key, value, f"must be a list of {len(args)} values")
+        return tuple(_coerce(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise invalid_job(key, value, "must be true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise invalid_job(key, value, "must be an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise invalid_job(key, value, "must be a number")
+        if value != value or value in (float("inf"), float("-inf")):
+            raise invalid_job(key, value, "must be a finite number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise invalid_job(key, value, "must be a string")
+        return value
+    raise TypeError(f"spec field {key} has an unsupported annotation {tp!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _check(ok: bool, key: str, value: Any, why: str) -> None:
+    if not ok:
+        raise invalid_job(key, value, why)
+
+
+def _to_jsonable(obj: Any) -> Any:
+    if hasattr(obj, "__dataclass_fields__"):
+        return {f.name: _to_jsonable(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, (tuple, list)):
+        return [_to_jsonable(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: _to_jsonable(v) for k, v in obj.items()}
+    return obj

@@ -1,0 +1,261 @@
+"""The run loop end to end: Dream Fields with tiny models, events, determinism, resume, cancel, errors."""
+import io
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.jobs.run import run_job
+from engine.methods import METHODS
+from conftest import ROOT, engine, engine_env, read_events, write_job
+
+
+def final_weights(job_dir):
+    meta = json.loads((job_dir / "checkpoints" / "latest.json").read_text())
+    return meta["step"], load_file(str(job_dir / "checkpoints" / meta["tensors"]))
+
+
+def test_dream_fields_run_end_to_end(tmp_path, tiny_models):
+    job = write_job(tmp_path / "job", tiny_models, steps=30, preview_every=10, checkpoint_every=10,
+                    render={"size": 32, "samples_per_ray": 24})
+    out = engine("run", job)
+    assert out.returncode == 0, out.stderr[-3000:]
+    stdout_events = [json.loads(line) for line in out.stdout.splitlines()]  # every stdout line is an event
+    assert stdout_events == read_events(job)
+    kinds = [e["event"] for e in stdout_events]
+    assert kinds[0] == "started" and kinds[-1] == "finished" and stdout_events[-1]["status"] == "succeeded"
+    progress = [e for e in stdout_events if e["event"] == "progress"]
+    assert progress[-1]["step"] == 30 and progress[-1]["total"] == 30
+    assert all(e["elapsed_s"] >= 0 and e["eta_s"] >= 0 for e in progress)
+    assert set(progress[0]["losses"]) == {"clip", "transmittance"}
+    # Transmittance moves from where it starts toward its annealed target (0.88).
+    first, last = progress[0]["metrics"], progress[-1]["metrics"]
+    assert abs(last["transmittance"] - 0.88) < abs(first["transmittance"] - 0.88)
+    previews = [e["path"] for e in stdout_events if e["event"] == "preview"]
+    assert previews == ["previews/step_000010.png", "previews/step_000020.png", "previews/step_000030.png"]
+    assert all((job / p).stat().st_size > 100 for p in previews)
+    artifacts = {e["kind"]: e["path"] for e in stdout_events if e["event"] == "artifact"}
+    assert artifacts["mesh"] == "result/mesh.npz" and artifacts["glb"] == "result/mesh.glb"
+    mesh = np.load(job / "result" / "mesh.npz")
+    assert mesh["vertices"].dtype == np.float32 and mesh["vertices"].shape[1] == 3 and len(mesh["vertices"]) > 0
+    assert mesh["faces"].dtype == np.int32 and len(mesh["faces"]) > 0 and mesh["faces"].max() < len(mesh["vertices"])
+    colours = mesh["vertex_colors"]
+    assert colours.shape == mesh["vertices"].shape and colours.min() >= 0 and colours.max() <= 1
+    assert (job / "log.txt").read_text().count("mesh:") == 1
+
+
+def test_clip_similarity_rises_over_the_run(tmp_path, tiny_models):
+    """The CLIP loss on a fixed set of views and crops is lower after optimising than before."""
+    job = write_job(tmp_path / "job", tiny_models, steps=40, options={"transmittance_target": [0.4, 0.5]})
+    assert run_job(job, False, io.StringIO()) == 0
+    from engine.jobs.checkpoint import load_checkpoint
+    from engine.spec import load_job
+
+    spec = load_job(job)
+    torch.manual_seed(spec.seed)
+    method = METHODS["dream_fields"].build(spec, torch.device("cpu"))  # the same initial weights as the run
+
+    def fixed_loss():
+        with torch.no_grad():
+            return sum(method.step(10_000 + i, torch.Generator().manual_seed(i)).losses["clip"].item() for i in range(8)) / 8
+
+    before = fixed_loss()
+    load_checkpoint(job, method.modules, None, torch.device("cpu"))
+    after = fixed_loss()
+    assert after < before - 0.01, (before, after)
+
+
+def test_same_seed_same_weights_bit_for_bit(tmp_path, tiny_models):
+    a = write_job(tmp_path / "a", tiny_models, steps=6)
+    b = write_job(tmp_path / "b", tiny_models, steps=6)
+    c = write_job(tmp_path / "c", tiny_models, steps=6, seed=4)
+    for job in (a, b, c):
+        assert run_job(job, False, io.StringIO()) == 0
+    _, wa = final_weights(a)
+    _, wb = final_weights(b)
+    _, wc = final_weights(c)
+    assert wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert not all(torch.equal(wa[k], wc[k]) for k in wa)
+    assert np.array_equal(np.load(a / "result/mesh.npz")["vertices"], np.load(b / "result/mesh.npz")["vertices"])
+
+
+def test_resume_after_cancel_reaches_the_same_weights(tmp_path, tiny_models, monkeypatch):
+    straight = write_job(tmp_path / "straight", tiny_models, steps=10, checkpoint_every=3)
+    assert run_job(straight, False, io.StringIO()) == 0
+    resumed = write_job(tmp_path / "resumed", tiny_models, steps=10, checkpoint_every=3)
+
+    build = METHODS["dream_fields"].build
+
+    def build_cancelling_at_5(spec, device):
+        method = build(spec, device)
+        step = method.step
+
+        def stepping(k, gen):
+            if k == 5:
+                (resumed / "cancel").write_text("")
+            return step(k, gen)
+        method.step = stepping
+        return method
+
+    monkeypatch.setattr(METHODS["dream_fields"], "build", build_cancelling_at_5)
+    assert run_job(resumed, False, io.StringIO()) == 8
+    events = read_events(resumed)
+    assert events[-1] == {**events[-1], "event": "finished", "status": "cancelled", "step": 6}
+    assert final_weights(resumed)[0] == 6  # the cancel saved a checkpoint after the step in flight
+    monkeypatch.undo()
+    (resumed / "cancel").unlink()
+    assert run_job(resumed, True, io.StringIO()) == 0
+    step_a, wa = final_weights(straight)
+    step_b, wb = final_weights(resumed)
+    assert step_a == step_b == 10
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
+
+
+def test_resume_refuses_a_changed_job(tmp_path, tiny_models):
+    job = write_job(tmp_path / "job", tiny_models, steps=2)
+    assert run_job(job, False, io.StringIO()) == 0
+    write_job(job, tiny_models, steps=4, prompt="a blue chair")
+    assert run_job(job, True, io.StringIO()) == 2
+    error = [e for e in read_events(job) if e["event"] == "error"][-1]
+    assert error["kind"] == "invalid_job" and "'prompt'" in error["message"]
+    write_job(job, tiny_models, steps=4)  # more steps is a legitimate change
+    assert run_job(job, True, io.StringIO()) == 0 and final_weights(job)[0] == 4
+
+
+@pytest.mark.parametrize("how", ["sigterm", "cancel_file"])
+def test_cancel_stops_within_a_step(tmp_path, tiny_models, how):
+    job = write_job(tmp_path / "job", tiny_models, steps=100000)
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "run", str(job)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=engine_env(), cwd=ROOT)
+    for line in proc.stdout:
+        if json.loads(line)["event"] == "progress":
+            break
+    asked = time.monotonic()
+    if how == "sigterm":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        (job / "cancel").write_text("")
+    rest = [json.loads(line) for line in proc.stdout]
+    assert proc.wait(timeout=60) == 8
+    assert time.monotonic() - asked < 30
+    assert rest[-1]["event"] == "finished" and rest[-1]["status"] == "cancelled"
+    assert final_weights(job)[0] == rest[-1]["step"]
+    assert not (job / "result").exists()
+
+
+def failing_build(fail_at, exc):
+    build = METHODS["dream_fields"].build
+
+    def make(spec, device):
+        method = build(spec, device)
+        step = method.step
+
+        def stepping(k, gen):
+            out = step(k, gen)
+            if k == fail_at:
+                if exc is None:
+                    out.losses["clip"] = out.losses["clip"] * float("nan")
+                else:
+                    raise exc
+            return out
+        method.step = stepping
+        return method
+    return make
+
+
+def test_non_finite_loss_is_diverged_and_keeps_the_last_good_checkpoint(tmp_path, tiny_models, monkeypatch):
+    job = write_job(tmp_path / "job", tiny_models, steps=10, checkpoint_every=2)
+    monkeypatch.setattr(METHODS["dream_fields"], "build", failing_build(5, None))
+    assert run_job(job, False, io.StringIO()) == 5
+    events = read_events(job)
+    error = [e for e in events if e["event"] == "error"][0]
+    assert error["kind"] == "diverged" and "step 5" in error["message"] and "step 4" in error["hint"]
+    assert events[-1]["status"] == "failed"
+    step, weights = final_weights(job)
+    assert step == 4 and all(torch.isfinite(v).all() for v in weights.values())
+
+
+def test_out_of_memory_names_what_to_lower(tmp_path, tiny_models, monkeypatch):
+    job = write_job(tmp_path / "job", tiny_models, steps=4)
+    monkeypatch.setattr(METHODS["dream_fields"], "build", failing_build(1, torch.OutOfMemoryError("CUDA out of memory")))
+    assert run_job(job, False, io.StringIO()) == 4
+    error = [e for e in read_events(job) if e["event"] == "error"][0]
+    assert error["kind"] == "out_of_memory" and "render.size" in error["hint"] and "samples_per_ray" in error["hint"]
+
+
+def test_missing_model_is_model_missing_with_the_download_command(tmp_path, tiny_models):
+    job = write_job(tmp_path / "job", {"clip": str(tmp_path / "no-such-model")})
+    out = engine("run", job)
+    assert out.returncode == 3
+    error = [e for e in read_events(job) if e["event"] == "error"][0]
+    assert error["kind"] == "model_missing" and "no-such-model" in error["message"]
+    job2 = write_job(tmp_path / "job2", {"clip": "ViT-B-16/openai"})
+    out = engine("run", job2, env=engine_env(HF_HOME=str(tmp_path / "empty-hf"), HTTPS_PROXY="http://127.0.0.1:9"))
+    assert out.returncode == 3, out.stderr[-2000:]
+    error = [e for e in read_events(job2) if e["event"] == "error"][0]
+    assert error["kind"] == "model_missing" and "python -m engine models download ViT-B-16/openai" in error["hint"]
+
+
+def test_empty_surface_is_an_error_and_export_recovers(tmp_path, tiny_models):
+    job = write_job(tmp_path / "job", tiny_models, steps=3, export={"threshold": 1e6})
+    out = engine("run", job)
+    assert out.returncode == 7
+    error = [e for e in read_events(job) if e["event"] == "error"][0]
+    assert error["kind"] == "empty_surface" and "1e+06" in error["message"] or "1000000" in error["message"]
+    assert not (job / "result" / "mesh.npz").exists()
+    # The checkpoint was kept: re-export with the automatic threshold.
+    out = engine("export", job, "--threshold", "auto")
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["mesh"] == "result/mesh.npz"
+    assert len(np.load(job / "result" / "mesh.npz")["faces"]) > 0
+
+
+def test_invalid_job_fails_fast_naming_the_key(tmp_path):
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "job.json").write_text(json.dumps({"spec_version": 1, "method": "dream_fields", "prompt": "x",
+                                              "render": {"size": 90}}))
+    t = time.monotonic()
+    out = engine("run", job)
+    assert out.returncode == 2 and time.monotonic() - t < 20
+    events = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["error", "finished"]
+    assert events[0]["kind"] == "invalid_job" and events[0]["message"].startswith("render.size:")
+
+
+def test_render_turntable_and_cameras_round_trip(tmp_path, tiny_models):
+    job = write_job(tmp_path / "job", tiny_models, steps=3)
+    assert run_job(job, False, io.StringIO()) == 0
+    out = engine("render", job, "--out", tmp_path / "turn", "--turntable", 3, "--size", 32)
+    assert out.returncode == 0, out.stderr[-2000:]
+    transforms = json.loads((tmp_path / "turn" / "transforms.json").read_text())
+    assert len(transforms["frames"]) == 3
+    again = engine("render", job, "--out", tmp_path / "again", "--cameras", tmp_path / "turn" / "transforms.json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    from PIL import Image
+
+    for frame in transforms["frames"]:
+        a = np.asarray(Image.open(tmp_path / "turn" / frame["file_path"]))
+        b = np.asarray(Image.open(tmp_path / "again" / frame["file_path"]))
+        assert a.shape == (32, 32, 3) and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_check_reports_torch_devices_and_models(tiny_models):
+    out = engine("check", "--json", "--models", json.dumps(tiny_models))
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["torch"].startswith("2.") and report["devices"][0]["name"] == "cpu"
+    assert report["models"]["clip"]["available"] is True
+    assert "diffusion" in report["models"]
+
+
+def test_help_documents_exit_codes():
+    out = engine("--help")
+    assert out.returncode == 0 and "exit codes" in out.stdout and "model_missing" in out.stdout
