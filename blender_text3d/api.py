@@ -1,0 +1,147 @@
+"""Console and batch interface.
+
+    import blender_text3d.api as t3d
+    job = t3d.generate("a ceramic teapot", steps=300, seed=1)   # returns at once
+    job.wait(); job.status, job.result                          # blocks, drives the job itself
+    t3d.batch(["a red chair", "a blue lamp"], quality="draft")  # one after another, on a grid
+
+Settings start from the scene's Text3D panel and the add-on preferences; any keyword of
+jobspec.Settings overrides them, as do engine_python=, engine_root=, jobs_dir=, location=.
+`wait=True` drives the job from the calling thread, which background Blender needs
+because its timers never fire.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import bpy
+
+from . import jobspec, paths, props
+from .jobs import MANAGER, Job
+
+RUN_OPTIONS = ("engine_python", "engine_root", "jobs_dir", "location", "cancel_grace_s")
+GRID_SPACING = 2.5  # metres between batch results: each object fills the cube [-1, 1]^3
+
+
+class JobHandle:
+    """A submitted (or refused) job: status, error, result, wait(), cancel()."""
+
+    def __init__(self, job: Job | None, prompt: str, error: dict | None = None) -> None:
+        self._job = job
+        self.prompt = prompt
+        self._error = error
+
+    @property
+    def status(self) -> str:
+        """queued, running, succeeded, failed or cancelled."""
+        return self._job.status if self._job else "failed"
+
+    @property
+    def done(self) -> bool:
+        return self.status in ("succeeded", "failed", "cancelled")
+
+    @property
+    def error(self) -> dict | None:
+        """kind, message and hint when the job failed or was refused."""
+        return self._job.error if self._job else self._error
+
+    @property
+    def result(self) -> bpy.types.Object | None:
+        """The imported object once the job succeeded."""
+        return self._job.result if self._job else None
+
+    @property
+    def job_dir(self) -> Path | None:
+        return self._job.job_dir if self._job else None
+
+    @property
+    def progress(self) -> tuple[int, int]:
+        """(step, total) as last reported by the engine."""
+        run = self._job.run if self._job else None
+        return (run.state.step, run.state.total) if run else (0, 0)
+
+    @property
+    def pid(self) -> int | None:
+        """The engine's process id while it runs."""
+        return self._job.run.pid if self._job and self._job.run else None
+
+    def wait(self, timeout: float | None = None, interval: float = 0.05) -> str:
+        """Drive the job manager until this job ends (or timeout passes); returns status."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done and (deadline is None or time.monotonic() < deadline):
+            MANAGER.tick()
+            if not self.done:
+                time.sleep(interval)
+        return self.status
+
+    def cancel(self) -> None:
+        """Ask the job to stop; a waiting job is dropped from the queue."""
+        if self._job:
+            MANAGER.cancel(self._job)
+
+    def __repr__(self) -> str:
+        return f"<Text3D job {self.prompt!r} {self.status}>"
+
+
+def generate(prompt: str, *, wait: bool = False, timeout: float | None = None, **overrides) -> JobHandle:
+    """Start (or queue) one job; raises jobspec.SettingsError before anything starts."""
+    job = _make_job(prompt, overrides)
+    handle = JobHandle(MANAGER.submit(job), prompt)
+    if wait:
+        handle.wait(timeout)
+    return handle
+
+
+def batch(prompts: list[str], *, wait: bool = True, columns: int | None = None, **overrides) -> list[JobHandle]:
+    """Queue one job per prompt, results laid out on a grid from the 3D cursor (or location=).
+
+    One handle per prompt, in order; a prompt with invalid settings gets a failed handle
+    with the reason, and the batch goes on.
+    """
+    columns = columns or max(1, math.ceil(math.sqrt(len(prompts))))
+    origin = overrides.pop("location", None) or tuple(bpy.context.scene.cursor.location)
+    handles = []
+    for i, prompt in enumerate(prompts):
+        row, col = divmod(i, columns)
+        location = (origin[0] + col * GRID_SPACING, origin[1] - row * GRID_SPACING, origin[2])
+        try:
+            handles.append(generate(prompt, location=location, **overrides))
+        except jobspec.SettingsError as exc:
+            handles.append(JobHandle(None, prompt, {"kind": "invalid_settings", "message": str(exc),
+                                                    "hint": f"fix the setting {exc.key!r}"}))
+    if wait:
+        for handle in handles:
+            handle.wait()
+    return handles
+
+
+def settings_for(prompt: str | None = None, **overrides) -> jobspec.Settings:
+    """The settings a job would get: preferences, then the panel, then the overrides."""
+    prefs = props.preferences()
+    values = props.preference_settings(prefs)
+    if hasattr(bpy.context.scene, "text3d"):
+        values.update(props.panel_settings(bpy.context.scene.text3d))
+    values.update(overrides)
+    if prompt is not None:
+        values["prompt"] = prompt
+    return jobspec.settings_from(values)
+
+
+def _make_job(prompt: str, overrides: dict) -> Job:
+    run_options = {k: overrides.pop(k) for k in RUN_OPTIONS if k in overrides}
+    settings = settings_for(prompt, **overrides)
+    spec = jobspec.build_job(settings)  # refuses bad settings before a folder or process exists
+    prefs = props.preferences()
+    job_dir = paths.new_job_dir(Path(run_options.get("jobs_dir") or props.jobs_dir(prefs)), settings.prompt)
+    (job_dir / "job.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    root = run_options.get("engine_root") or paths.checkout_engine_root()
+    context = bpy.context
+    return Job(settings=settings, spec=spec, job_dir=job_dir,
+               engine_python=str(run_options.get("engine_python") or props.engine_python(prefs)),
+               engine_root=str(root) if root else None,
+               collection=getattr(context, "collection", None) or context.scene.collection,
+               location=tuple(run_options.get("location") or context.scene.cursor.location),
+               cancel_grace_s=run_options.get("cancel_grace_s", 15.0))

@@ -1,0 +1,164 @@
+"""Panel settings (Scene.text3d) and add-on preferences, and their mapping to jobspec.Settings.
+
+No `from __future__ import annotations` here: Blender reads property annotations as objects.
+"""
+from pathlib import Path
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, StringProperty
+
+from . import jobspec, paths
+
+METHOD_ITEMS = [
+    ("dream_fields", "Dream Fields", "Text to NeRF, guided by CLIP similarity of the renders"),
+    ("dreamfusion", "DreamFusion", "Text to NeRF by score distillation through Stable Diffusion"),
+]
+QUALITY_ITEMS = [
+    ("draft", "Draft", "Few steps, small renders: a quick look"),
+    ("standard", "Standard", "A usable object"),
+    ("high", "High", "The papers' full schedules; slow"),
+    ("custom", "Custom", "Set steps, render size and mesh resolution yourself"),
+]
+DEVICE_ITEMS = [
+    ("auto", "Auto", "The first GPU if there is one, else the CPU"),
+    ("cpu", "CPU", "Always the CPU (slow; for tiny models and tests)"),
+    ("cuda", "CUDA", "The first NVIDIA GPU"),
+    ("mps", "Metal", "The Apple GPU"),
+]
+# The panel's orbit, used once Custom Orbit is on, starts at Dream Fields' camera, the
+# engine's default for it (engine/options.py): radius 4, elevation 30, full turn, FOV 33.
+ORBIT_DEFAULTS = {"radius_min": 4.0, "radius_max": 4.0, "elevation_min": 30.0, "elevation_max": 30.0,
+                  "azimuth_min": 0.0, "azimuth_max": 360.0, "fov_min": 33.0, "fov_max": 33.0}
+ORBIT_KEYS = tuple(ORBIT_DEFAULTS)
+QUALITY_KEYS = ("steps", "render_size", "mesh_resolution")
+_standard = jobspec.QUALITY["dream_fields"]["standard"]
+
+
+class Text3DSettings(bpy.types.PropertyGroup):
+    """What the next job asks for (Scene.text3d)."""
+
+    prompt: StringProperty(name="Prompt", description="The text the object should match")
+    negative_prompt: StringProperty(name="Negative Prompt",
+                                    description="What the object should not look like (DreamFusion)")
+    method: EnumProperty(name="Method", items=METHOD_ITEMS, default="dream_fields",
+                         description="Text-to-3D method")
+    quality: EnumProperty(name="Quality", items=QUALITY_ITEMS, default="standard",
+                          description="Preset for steps, render size and mesh resolution")
+    steps: IntProperty(name="Steps", description="Optimisation steps (Custom quality)",
+                       default=_standard.steps, min=1, soft_max=20000)
+    render_size: IntProperty(name="Render Size", description="Training render size in pixels, a multiple "
+                             "of 8 (Custom quality)", default=_standard.render_size, min=8, max=1024, step=8)
+    mesh_resolution: IntProperty(name="Mesh Resolution", description="Marching-cubes grid of the exported "
+                                 "mesh (Custom quality)", default=_standard.mesh_resolution, min=16, max=1024)
+    seed: IntProperty(name="Seed", description="Random seed; the same seed gives the same object", min=0)
+    live_preview: BoolProperty(name="Live Preview", default=True,
+                               description="Show a coarse mesh in the viewport while the job runs")
+    custom_orbit: BoolProperty(name="Custom Orbit", default=False,
+                               description="Use the camera orbit below instead of the method's defaults")
+    radius_min: FloatProperty(name="Radius Min", description="Nearest camera distance", unit="LENGTH",
+                              default=ORBIT_DEFAULTS["radius_min"], min=1.76, soft_max=20.0)
+    radius_max: FloatProperty(name="Radius Max", description="Farthest camera distance", unit="LENGTH",
+                              default=ORBIT_DEFAULTS["radius_max"], min=1.76, soft_max=20.0)
+    elevation_min: FloatProperty(name="Elevation Min", description="Lowest camera elevation in degrees",
+                                 default=ORBIT_DEFAULTS["elevation_min"], min=-90.0, max=90.0)
+    elevation_max: FloatProperty(name="Elevation Max", description="Highest camera elevation in degrees",
+                                 default=ORBIT_DEFAULTS["elevation_max"], min=-90.0, max=90.0)
+    azimuth_min: FloatProperty(name="Azimuth Min", description="Start of the azimuth range in degrees",
+                               default=ORBIT_DEFAULTS["azimuth_min"], min=-360.0, max=360.0)
+    azimuth_max: FloatProperty(name="Azimuth Max", description="End of the azimuth range in degrees",
+                               default=ORBIT_DEFAULTS["azimuth_max"], min=-360.0, max=360.0)
+    fov_min: FloatProperty(name="FOV Min", description="Narrowest vertical field of view in degrees",
+                           default=ORBIT_DEFAULTS["fov_min"], min=1.0, max=150.0)
+    fov_max: FloatProperty(name="FOV Max", description="Widest vertical field of view in degrees",
+                           default=ORBIT_DEFAULTS["fov_max"], min=1.0, max=150.0)
+    texture_size: IntProperty(name="Texture Size", description="Baked albedo texture in pixels; "
+                              "0 = vertex colours only", default=0, min=0, max=8192)
+
+
+def panel_settings(s: Text3DSettings) -> dict:
+    """The jobspec settings the panel stands for: presets and method defaults stay None."""
+    values = {k: getattr(s, k) for k in ("prompt", "negative_prompt", "method", "quality", "seed",
+                                         "live_preview", "texture_size")}
+    if s.quality == "custom":
+        values.update({k: getattr(s, k) for k in QUALITY_KEYS})
+    if s.custom_orbit:
+        values.update({k: getattr(s, k) for k in ORBIT_KEYS})
+    if s.method != "dreamfusion":
+        values["negative_prompt"] = ""  # hidden in the panel, so it must not act
+    return values
+
+
+class Text3DPreferences(bpy.types.AddonPreferences):
+    """Where the engine is and what it may use."""
+
+    bl_idname = __package__
+
+    engine_python: StringProperty(name="Engine Python", subtype="FILE_PATH",
+                                  description="Interpreter of the engine's environment; empty = "
+                                  "the one install/ creates")
+    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto",
+                         description="Where the engine runs")
+    clip_model: StringProperty(name="CLIP Model", description="Hub id (e.g. ViT-B-16/openai) or local "
+                               "folder; empty = the engine's default")
+    diffusion_model: StringProperty(name="Diffusion Model", description="Hub id (e.g. sd2-community/"
+                                    "stable-diffusion-2-1-base) or local folder; empty = the engine's default")
+    downloads: EnumProperty(name="Downloads", default="FOLLOW", description="Whether the engine may "
+                            "download missing models", items=[
+                                ("FOLLOW", "Follow Blender", "Allowed when Blender's Allow Online Access is on"),
+                                ("ALLOW", "Allow", "The engine may download missing models"),
+                                ("NEVER", "Never", "Missing models are an error with a hint")])
+    jobs_dir: StringProperty(name="Jobs Folder", subtype="DIR_PATH",
+                             description="Where job folders go; empty = the extension's user folder")
+
+    def draw(self, context):
+        from . import ui  # ui imports this module: a top-level import would be circular
+
+        ui.draw_preferences(self, self.layout)
+
+
+def preferences() -> Text3DPreferences | None:
+    """The add-on's preferences, None when it is registered without being enabled."""
+    addon = bpy.context.preferences.addons.get(__package__)
+    return addon.preferences if addon else None
+
+
+def engine_python(prefs: Text3DPreferences | None) -> str:
+    """The configured engine Python, else the one install/ creates."""
+    if prefs and prefs.engine_python:
+        return bpy.path.abspath(prefs.engine_python)
+    return str(paths.default_engine_python())
+
+
+def jobs_dir(prefs: Text3DPreferences | None) -> Path:
+    """The configured jobs folder, else one in the extension's user folder (or TEXT3D_HOME)."""
+    if prefs and prefs.jobs_dir:
+        return Path(bpy.path.abspath(prefs.jobs_dir))
+    try:
+        return Path(bpy.utils.extension_path_user(__package__, path="jobs", create=True))
+    except ValueError:  # enabled as a legacy add-on, not as an extension
+        return paths.text3d_home() / "jobs"
+
+
+def preference_settings(prefs: Text3DPreferences | None) -> dict:
+    """The jobspec settings that come from the preferences."""
+    if prefs is None:
+        return {"allow_downloads": bpy.app.online_access}
+    models = {"clip": prefs.clip_model, "diffusion": prefs.diffusion_model}
+    allow = {"FOLLOW": bpy.app.online_access, "ALLOW": True, "NEVER": False}[prefs.downloads]
+    return {"device": prefs.device, "models": {k: v for k, v in models.items() if v.strip()},
+            "allow_downloads": allow}
+
+
+classes = (Text3DSettings, Text3DPreferences)
+
+
+def register():
+    for cls in classes:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.text3d = bpy.props.PointerProperty(type=Text3DSettings)
+
+
+def unregister():
+    del bpy.types.Scene.text3d
+    for cls in reversed(classes):
+        bpy.utils.unregister_class(cls)

@@ -1,0 +1,210 @@
+"""The sidebar panel (3D Viewport > Sidebar > Text3D) and the preferences; draws only."""
+from __future__ import annotations
+
+import textwrap
+
+import bpy
+
+from . import api, jobspec, paths
+from .jobs import MANAGER
+from .operators import CHECK_RESULT
+
+STATUS_ICONS = {"queued": "SORTTIME", "running": "PLAY", "succeeded": "CHECKMARK",
+                "failed": "ERROR", "cancelled": "CANCEL"}
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {seconds:02d}s"
+
+
+def _wrapped(layout, text: str, width: int = 48, icon: str = "NONE") -> None:
+    """Labels cut at word boundaries, since panel labels do not wrap."""
+    for i, line in enumerate(textwrap.wrap(text, width) or [""]):
+        layout.label(text=line, icon=icon if i == 0 else "BLANK1")
+
+
+class Text3DPanel:
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "Text3D"
+
+
+class VIEW3D_PT_text3d(Text3DPanel, bpy.types.Panel):
+    bl_label = "Text3D"
+
+    def draw(self, context):
+        s = context.scene.text3d
+        layout = self.layout
+        layout.prop(s, "prompt", text="")
+        if s.method == "dreamfusion":
+            layout.prop(s, "negative_prompt", text="Not")
+        col = layout.column(align=True)
+        col.prop(s, "method", text="")
+        col.prop(s, "quality", text="")
+        if s.quality == "custom":
+            col.prop(s, "steps")
+            col.prop(s, "render_size")
+        else:
+            q = jobspec.QUALITY[s.method][s.quality]
+            layout.label(text=f"{q.steps} steps, {q.render_size} px renders, mesh {q.mesh_resolution}")
+        row = layout.row()
+        row.prop(s, "seed")
+        row.prop(s, "live_preview", text="Live")
+        try:
+            jobspec.build_job(api.settings_for())
+        except jobspec.SettingsError as exc:
+            _wrapped(layout.box(), str(exc), icon="ERROR")
+        row = layout.row()
+        row.scale_y = 1.5
+        row.operator("text3d.generate", icon="PLAY")
+
+
+class VIEW3D_PT_text3d_orbit(Text3DPanel, bpy.types.Panel):
+    bl_label = "Camera Orbit"
+    bl_parent_id = "VIEW3D_PT_text3d"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw_header(self, context):
+        self.layout.prop(context.scene.text3d, "custom_orbit", text="")
+
+    def draw(self, context):
+        s = context.scene.text3d
+        layout = self.layout
+        if not s.custom_orbit:
+            layout.label(text="The method's default orbit")
+        layout.active = s.custom_orbit
+        for lo, hi, label in (("radius_min", "radius_max", "Radius"), ("elevation_min", "elevation_max",
+                              "Elevation"), ("azimuth_min", "azimuth_max", "Azimuth"), ("fov_min", "fov_max", "FOV")):
+            row = layout.row(align=True)
+            row.label(text=label)
+            row.prop(s, lo, text="")
+            row.prop(s, hi, text="")
+
+
+class VIEW3D_PT_text3d_export(Text3DPanel, bpy.types.Panel):
+    bl_label = "Export"
+    bl_parent_id = "VIEW3D_PT_text3d"
+    bl_options = {"DEFAULT_CLOSED"}
+
+    def draw(self, context):
+        s = context.scene.text3d
+        layout = self.layout
+        row = layout.row()
+        if s.quality == "custom":
+            row.prop(s, "mesh_resolution")
+        else:
+            row.label(text=f"Mesh Resolution: {jobspec.QUALITY[s.method][s.quality].mesh_resolution} (preset)")
+        layout.prop(s, "texture_size")
+
+
+class VIEW3D_PT_text3d_jobs(Text3DPanel, bpy.types.Panel):
+    bl_label = "Jobs"
+    bl_parent_id = "VIEW3D_PT_text3d"
+
+    def draw(self, context):
+        layout = self.layout
+        running = MANAGER.running
+        if running is not None:
+            _draw_running(layout.box(), running)
+        for job in MANAGER.queued:
+            row = layout.row()
+            row.label(text=job.prompt, icon=STATUS_ICONS["queued"])
+            row.operator("text3d.cancel", text="", icon="X").job_id = job.id
+        finished = [j for j in MANAGER.jobs if j.done]
+        for job in reversed(finished):
+            _draw_finished(layout, job)
+        row = layout.row()
+        row.operator("text3d.import_job", icon="IMPORT")
+        if finished:
+            row.operator("text3d.clear_finished", text="", icon="TRASH")
+
+
+def _draw_running(layout, job) -> None:
+    state = job.run.state
+    layout.label(text=job.prompt, icon=STATUS_ICONS["running"])
+    if state.status == "starting":
+        layout.label(text="Starting the engine...")
+    elif state.info:
+        layout.label(text=f"{state.info.get('method', '')} on {state.info.get('device', '?')}")
+    if state.total:
+        text = f"{state.step}/{state.total}  ETA {_duration(state.eta_s)}"
+        layout.progress(factor=state.step / state.total, type="BAR", text=text)
+    if job.preview_image is not None and job.preview_image.icon_id:  # 0 in background Blender
+        layout.template_icon(icon_value=job.preview_image.icon_id, scale=8)
+    col = layout.column(align=True)
+    for name, value in sorted(state.losses.items()):
+        col.label(text=f"{name}: {value:.4f}")
+    for message in job.messages[-2:]:
+        _wrapped(layout, message, icon="INFO")
+    if job.run.cancel_requested_at is not None:
+        layout.label(text="Cancelling...", icon="CANCEL")
+    else:
+        layout.operator("text3d.cancel", icon="CANCEL").job_id = job.id
+
+
+def _draw_finished(layout, job) -> None:
+    box = layout.box() if job.error else layout
+    row = box.row()
+    row.label(text=job.prompt, icon=STATUS_ICONS.get(job.status, "QUESTION"))
+    if job.job_dir is not None:
+        row.operator("wm.path_open", text="", icon="FILE_FOLDER").filepath = str(job.job_dir)
+    if job.error:
+        _wrapped(box, f"{job.error.get('kind', 'error')}: {job.error.get('message', '')}")
+        if job.error.get("hint"):
+            _wrapped(box, job.error["hint"], icon="INFO")
+        col = box.column(align=True)
+        col.scale_y = 0.7
+        for line in job.error.get("log_tail", "").splitlines()[-6:]:
+            col.label(text=line[:80])
+
+
+def draw_preferences(prefs, layout) -> None:
+    col = layout.column()
+    col.prop(prefs, "engine_python")
+    if not prefs.engine_python:
+        col.label(text=f"Using {paths.default_engine_python()}", icon="INFO")
+    col.prop(prefs, "device")
+    col.prop(prefs, "clip_model")
+    col.prop(prefs, "diffusion_model")
+    col.prop(prefs, "downloads")
+    if prefs.downloads == "FOLLOW":
+        state = "on" if bpy.app.online_access else "off"
+        col.label(text=f"Blender's Allow Online Access is {state}", icon="INFO")
+    col.prop(prefs, "jobs_dir")
+    row = layout.row()
+    row.operator("text3d.check_engine", icon="CHECKMARK")
+    if CHECK_RESULT.get("running"):
+        row.label(text="Checking...")
+    elif CHECK_RESULT:
+        box = layout.box()
+        box.label(text="Engine ready" if CHECK_RESULT["ok"] else "Engine not usable",
+                  icon="CHECKMARK" if CHECK_RESULT["ok"] else "ERROR")
+        if CHECK_RESULT.get("error"):
+            _wrapped(box, CHECK_RESULT["error"])
+        for line in _report_lines(CHECK_RESULT.get("report") or {}):
+            _wrapped(box, line)
+
+
+def _report_lines(report: dict):
+    """`engine check --json` as short lines: models and devices one per line, by name."""
+    for key, value in report.items():
+        if isinstance(value, dict) and all(isinstance(v, dict) for v in value.values()):
+            yield from (f"{key} {k}: {_brief(v)}" for k, v in value.items())
+        else:
+            yield f"{key}: {_brief(value)}"
+
+
+def _brief(value) -> str:
+    if isinstance(value, dict):
+        state = {True: "available", False: "MISSING"}.get(value.get("available"), "")
+        return " ".join(str(x) for x in (value.get("name", ""), state) if x) or str(value)
+    if isinstance(value, list):
+        return ", ".join(_brief(v) for v in value)
+    return str(value)
+
+
+classes = (VIEW3D_PT_text3d, VIEW3D_PT_text3d_orbit, VIEW3D_PT_text3d_export, VIEW3D_PT_text3d_jobs)

@@ -1,0 +1,138 @@
+"""A stand-in for `python -m engine` that speaks the DESIGN.md contract without torch.
+
+Reads JOB_DIR/job.json and emits the event stream, previews, preview meshes and
+result/mesh.npz of a coloured sphere. The environment variable TEXT3D_FAKE_ENGINE (a JSON
+object) steers it, so job.json stays exactly what the add-on wrote:
+  mode: "ok" | "crash" (dies mid-job without `finished`) | "error" (reports an error)
+        | "hang" (ignores the cancel file) | "garbage" (noise and unknown events on stdout)
+  step_s: seconds per step; ignore_term: also ignore SIGTERM; texture: write uvs + texture;
+  error_kind: the kind reported in "error" mode; preview_segments: size of the preview
+  meshes (a UV sphere with 2*s*(s/2-1) triangles; default: 8 to 12, varying by step).
+"""
+import json
+import os
+import signal
+import struct
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+
+def sphere(segments, radius=0.5):
+    """A UV sphere: vertices (N,3) float32, faces (M,3) int32, linear colours (N,3)."""
+    rings = segments // 2
+    theta = np.linspace(0, np.pi, rings + 1)[1:-1]
+    phi = np.linspace(0, 2 * np.pi, segments, endpoint=False)
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    body = np.stack([np.sin(t) * np.cos(p), np.sin(t) * np.sin(p), np.cos(t)], -1).reshape(-1, 3)
+    verts = np.concatenate([[[0, 0, 1]], body, [[0, 0, -1]]]).astype(np.float32) * radius
+    n_body, last = len(body), len(body) + 1
+    faces = []
+    for j in range(segments):
+        k = (j + 1) % segments
+        faces.append((0, 1 + j, 1 + k))
+        faces.append((last, 1 + (rings - 2) * segments + k, 1 + (rings - 2) * segments + j))
+    for i in range(rings - 2):
+        for j in range(segments):
+            k = (j + 1) % segments
+            a, b = 1 + i * segments + j, 1 + i * segments + k
+            c, d = a + segments, b + segments
+            faces += [(a, c, d), (a, d, b)]
+    assert n_body + 2 == len(verts)
+    colors = (verts / radius * 0.5 + 0.5).astype(np.float32)
+    return verts, np.asarray(faces, np.int32), colors
+
+
+def write_png(path, rgb):
+    """A minimal RGB PNG writer (no Pillow in the Blender venv)."""
+    h, w, _ = rgb.shape
+    raw = b"".join(b"\0" + rgb[y].tobytes() for y in range(h))
+
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def main(argv):
+    if argv[:1] == ["check"]:
+        print(json.dumps({"ok": True, "engine": "fake", "devices": ["cpu"]}))
+        return 0
+    assert argv[0] == "run", argv
+    job_dir = Path(argv[1])
+    job = json.loads((job_dir / "job.json").read_text())
+    fake = json.loads(os.environ.get("TEXT3D_FAKE_ENGINE") or "{}")
+    mode = fake.get("mode", "ok")
+    events = open(job_dir / "events.jsonl", "a")
+    log = open(job_dir / "log.txt", "a")
+    stop = []
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if fake.get("ignore_term") else lambda *_: stop.append(1))
+
+    def emit(**event):
+        line = json.dumps(event)
+        print(line, flush=True)
+        events.write(line + "\n")
+        events.flush()
+
+    def cancelled():
+        return bool(stop) or (mode != "hang" and (job_dir / "cancel").exists())
+
+    steps = job["steps"]
+    emit(event="started", method=job["method"], steps=steps, device="cpu", engine="fake")
+    log.write("fake engine started\n")
+    log.flush()
+    if mode == "garbage":
+        print("this is not json", flush=True)
+        print("[1, 2, 3]", flush=True)
+        print('{"no_event_key": 1}', flush=True)
+        emit(event="from_the_future", payload={"x": 1})
+        emit(event="progress", step=0, total=steps, elapsed_s=0.0, eta_s=None, losses={"clip": -0.1}, extra="new")
+    if mode == "error":
+        emit(event="error", kind=fake.get("error_kind", "model_missing"), message="no model here",
+             hint="make it with make-tiny")
+        emit(event="finished", status="failed")
+        return 3
+    (job_dir / "previews").mkdir(exist_ok=True)
+    start = time.monotonic()
+    for step in range(1, steps + 1):
+        time.sleep(fake.get("step_s", 0.01))
+        if cancelled():
+            emit(event="finished", status="cancelled")
+            return 8
+        elapsed = time.monotonic() - start
+        emit(event="progress", step=step, total=steps, elapsed_s=elapsed,
+             eta_s=elapsed / step * (steps - step), losses={"clip": -0.2 - step / steps, "transmittance": 0.1})
+        if mode == "crash" and step == steps // 2:
+            log.write("about to crash: fake failure\n")
+            log.flush()
+            sys.stderr.write("Traceback (most recent call last):\nRuntimeError: fake crash\n")
+            return 1
+        if job.get("preview_every") and step % job["preview_every"] == 0:
+            name = f"previews/step_{step:06d}.png"
+            write_png(job_dir / name, np.full((8, 8, 3), step * 10 % 255, np.uint8))
+            emit(event="preview", step=step, path=name)
+        if job.get("preview_mesh_every") and step % job["preview_mesh_every"] == 0:
+            name = f"previews/mesh_step_{step:06d}.npz"
+            v, f, c = sphere(fake.get("preview_segments") or 8 + 2 * (step % 3))
+            np.savez(job_dir / name, vertices=v, faces=f, vertex_colors=c)
+            emit(event="artifact", kind="preview_mesh", path=name, step=step)
+    (job_dir / "result").mkdir(exist_ok=True)
+    v, f, c = sphere(32)
+    arrays = dict(vertices=v + np.float32(job.get("orbit", {}).get("look_at", [0, 0, 0])), faces=f, vertex_colors=c)
+    if fake.get("texture"):
+        arrays["uvs"] = np.tile(np.array([[0, 0], [1, 0], [0, 1]], np.float32), (len(f), 1))
+        tex = np.zeros((4, 4, 3), np.uint8)
+        tex[0] = 255  # top row white: the importer must put it at the top of the image
+        arrays["texture"] = tex
+    np.savez(job_dir / "result" / "mesh.npz", **arrays)
+    emit(event="artifact", kind="mesh", path="result/mesh.npz")
+    emit(event="finished", status="succeeded")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,116 @@
+"""The panel and preferences draw code, run against a recording layout: background Blender
+has no window to draw into, but property names, operator ids and icons can be checked."""
+from __future__ import annotations
+
+import sys
+import types
+
+import bpy
+import pytest
+from addon_support import FAKE_ROOT, drive
+
+from blender_text3d import api, operators, ui
+from blender_text3d.jobs import MANAGER
+
+ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
+
+
+class Layout:
+    """Records what a draw function asks for, and checks every name against Blender's."""
+
+    def __init__(self, texts: list):
+        self.texts = texts
+
+    def _child(self, *args, **kwargs):
+        return Layout(self.texts)
+
+    row = column = box = _child
+
+    def prop(self, data, name, **kwargs):
+        assert name in data.bl_rna.properties, f"no property {name!r} on {data}"
+
+    def label(self, text="", icon="NONE"):
+        assert icon in ICONS, icon
+        self.texts.append(text)
+
+    def operator(self, idname, text="", icon="NONE"):
+        assert icon in ICONS, icon
+        module, name = idname.split(".")
+        assert name in dir(getattr(bpy.ops, module)), idname
+        return types.SimpleNamespace()
+
+    def progress(self, factor, type, text):
+        assert 0.0 <= factor <= 1.0
+        self.texts.append(text)
+
+    def template_icon(self, icon_value, scale):
+        self.texts.append(f"icon {icon_value}")
+
+
+def draw_all(context) -> list[str]:
+    texts = []
+    for panel in ui.classes:
+        fake_panel = types.SimpleNamespace(layout=Layout(texts))
+        if hasattr(panel, "draw_header"):
+            panel.draw_header(fake_panel, context)
+        panel.draw(fake_panel, context)
+    return texts
+
+
+def test_panels_draw_in_every_job_state(scene, tmp_path, fake):
+    assert "Generate" not in draw_all(bpy.context)  # the button is an operator, not a label
+    scene.text3d.prompt = ""
+    assert any("prompt: is empty" in t for t in draw_all(bpy.context))  # the reason is shown
+    scene.text3d.property_unset("prompt")
+
+    fake(step_s=0.05)
+    common = dict(engine_python=sys.executable, engine_root=FAKE_ROOT, jobs_dir=tmp_path, render_size=32,
+                  mesh_resolution=32)
+    running = api.generate("a drawn chair", steps=200, **common)
+    queued = api.generate("a waiting lamp", steps=5, **common)
+    drive(running, until=lambda h: h.progress[0] >= 3 and h._job.preview_image is not None)
+    assert tuple(running._job.preview_image.image_size) == (8, 8)  # the fake engine's PNG
+    texts = draw_all(bpy.context)
+    assert "a drawn chair" in texts and "a waiting lamp" in texts
+    assert any("/200  ETA" in t for t in texts) and any(t.startswith("clip:") for t in texts)
+
+    running.cancel()
+    queued.cancel()
+    drive(running)
+    failed = api.generate("a broken cup", steps=5, **{**common, "engine_python": tmp_path / "none"})
+    drive(failed)
+    texts = draw_all(bpy.context)
+    assert any("engine_not_found" in t for t in texts) and any("Preferences" in t for t in texts)
+    MANAGER.clear_finished()
+
+
+@pytest.mark.parametrize("result", [{}, {"running": True},
+                                    {"ok": False, "report": None, "error": "engine Python not found: /x"},
+                                    {"ok": True, "error": "", "report": {
+                                        "torch": "2.x", "devices": [{"name": "cpu"}, {"name": "cuda:0"}],
+                                        "models": {"clip": {"name": "ViT-B-16/openai", "available": False}}}}])
+def test_preferences_draw(addon, result, monkeypatch):
+    from blender_text3d import props
+
+    monkeypatch.setattr(operators, "CHECK_RESULT", result)
+    monkeypatch.setattr(ui, "CHECK_RESULT", result)
+    texts = []
+    ui.draw_preferences(props.preferences(), Layout(texts))
+    if result.get("ok"):
+        assert "Engine ready" in texts and {"torch: 2.x", "devices: cpu, cuda:0"} <= set(texts)
+        assert "models clip: ViT-B-16/openai MISSING" in texts
+    elif "error" in result:
+        assert "Engine not usable" in texts
+
+
+def test_generate_button_in_the_panel_polls_the_panel_settings(scene):
+    window = bpy.context.window_manager.windows[0]
+    area = next(a for a in window.screen.areas if a.type == "VIEW_3D")
+    region = next(r for r in area.regions if r.type == "UI")
+    with bpy.context.temp_override(window=window, area=area, region=region):
+        assert not bpy.ops.text3d.generate.poll()  # empty prompt: greyed out, with the reason
+        scene.text3d.prompt = "a chair"
+        assert bpy.ops.text3d.generate.poll()
+    scene.text3d.property_unset("prompt")
+    assert bpy.ops.text3d.generate.poll()  # scripts pass their own prompt
+    assert not bpy.ops.text3d.cancel.poll()  # nothing to cancel
