@@ -16,6 +16,7 @@ from ..guidance.clip_similarity import ClipSimilarity
 from ..models import DEFAULT_MODELS, load_clip
 from ..render import composite, render_view
 from ..render.background import random_background
+from ..render.occupancy import OccupancyGrid, skip_empty
 from ..spec import JobSpec
 from .base import StepOutput, exponential_ramp
 
@@ -23,9 +24,9 @@ from .base import StepOutput, exponential_ramp
 def make_field(spec: JobSpec):
     o = spec.options
     if o.field == "mlp":
-        return MLPField(width=o.mlp_width, blocks=o.mlp_blocks)
+        return MLPField(width=o.mlp_width or 128, blocks=o.mlp_blocks)
     return HashGridField(levels=o.hash_levels, log2_size=o.hash_log2_size,
-                         max_resolution=o.hash_max_resolution, width=o.mlp_width)
+                         max_resolution=o.hash_max_resolution, width=o.mlp_width or 64)
 
 
 class DreamFields:
@@ -34,6 +35,10 @@ class DreamFields:
         self.spec, self.device = spec, device
         self.field = make_field(spec).to(device)
         self.modules = {"field": self.field}
+        self.occupancy = None
+        if o.occupancy_resolution:
+            self.occupancy = OccupancyGrid(o.occupancy_resolution, o.occupancy_threshold).to(device)
+            self.modules["occupancy"] = self.occupancy
         clip = load_clip(spec.models.get("clip", DEFAULT_MODELS["clip"]), device, spec.allow_downloads)
         self.guidance = ClipSimilarity(clip, spec.prompt, o.n_augments, o.crop_fraction)
         self.peak_lr = o.lr if o.lr is not None else (1e-4 if o.field == "mlp" else 5e-3)
@@ -55,10 +60,15 @@ class DreamFields:
 
     def step(self, step: int, generator: torch.Generator) -> StepOutput:
         spec, o = self.spec, self.spec.options
-        # 1. A random camera on the orbit.
+        # 1. Refresh the empty-space grid on its schedule; a random camera on the orbit.
+        field = self.field
+        if self.occupancy is not None:
+            if step % o.occupancy_every == 0:
+                self.occupancy.update(self.field, generator)
+            field = skip_empty(self.field, self.occupancy)
         view = sample_orbit(spec.orbit, 1, generator)
         # 2. Render with gradients.
-        out = render_view(self.field, view.c2w[0].to(self.device), float(view.fov_deg[0]), spec.render.size,
+        out = render_view(field, view.c2w[0].to(self.device), float(view.fov_deg[0]), spec.render.size,
                           spec.render.samples_per_ray, generator)
         # 3. Composite over a random augmentation background.
         bg = random_background(spec.render.size, generator, o.bg_blur_max_px).to(self.device)
@@ -68,7 +78,10 @@ class DreamFields:
         transmittance = (1 - out.opacity).mean()
         target = self.transmittance_target(step)
         losses["transmittance"] = -torch.clamp(transmittance, max=target)
-        return StepOutput(losses, {"transmittance": transmittance.item(), "transmittance_target": target})
+        metrics = {"transmittance": transmittance.item(), "transmittance_target": target}
+        if self.occupancy is not None:
+            metrics["occupied"] = self.occupancy.fraction
+        return StepOutput(losses, metrics)
 
 
 def build(spec: JobSpec, device: torch.device) -> DreamFields:
