@@ -71,7 +71,8 @@ class ExportConfig:
     resolution: int = 256
     """Marching-cubes grid resolution per axis over the object cube."""
     threshold: float | str = "auto"
-    """Density iso-level, or "auto" (mean of the non-empty densities, as threestudio)."""
+    """Density iso-level, or "auto": where one render sample is half opaque, ln(2) * samples_per_ray / 2
+    (a field that never gets that dense is fog: its 99.5th percentile density, with a warning)."""
     texture_size: int = 0
     """Side of the baked UV albedo texture; 0 = vertex colours only."""
     formats: tuple[str, ...] = EXPORT_FORMATS

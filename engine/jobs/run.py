@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import signal
 import time
@@ -237,6 +238,12 @@ def write_preview(field, spec, job_dir: Path, step: int, device) -> str:
     return rel
 
 
+def opaque_density(spec) -> float:
+    """The density one render sample sees as half opaque, 1 - exp(-sigma * delta) = 1/2, with the
+    sample spacing delta = 2 / samples_per_ray of a ray through the cube's centre: export's "auto" level."""
+    return math.log(2) * spec.render.samples_per_ray / 2
+
+
 def field_callables(field, device, chunk: int = 65536):
     """numpy -> numpy density and albedo functions of a field, for the mesh exporter."""
     import numpy as np
@@ -267,7 +274,7 @@ def write_preview_mesh(field, spec, job_dir: Path, step: int, device) -> str | N
     try:
         export_mesh(density_fn, albedo_fn, job_dir / "previews", resolution=min(64, spec.export.resolution),
                     threshold=spec.export.threshold, texture_size=0, formats=("npz",),
-                    offset=spec.orbit.look_at, name=name)
+                    offset=spec.orbit.look_at, name=name, opaque_density=opaque_density(spec))
     except EngineError as e:
         log.info("no preview mesh at step %d: %s", step, e.message)
         return None
@@ -282,7 +289,7 @@ def export_result(field, spec, job_dir: Path, device, export=None) -> dict[str, 
     density_fn, albedo_fn = field_callables(field, device)
     result = export_mesh(density_fn, albedo_fn, job_dir / "result", resolution=export.resolution,
                          threshold=export.threshold, texture_size=export.texture_size, formats=export.formats,
-                         offset=spec.orbit.look_at)
+                         offset=spec.orbit.look_at, opaque_density=opaque_density(spec))
     log.info("mesh: %d vertices, %d faces, threshold %.4g, %s", result.n_vertices, result.n_faces,
              result.threshold, {k: round(v, 2) for k, v in result.timings.items()})
     kinds = {"npz": "mesh", "glb": "glb"}

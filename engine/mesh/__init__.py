@@ -14,7 +14,7 @@ import numpy as np
 
 from engine.mesh.bake import AlbedoFn, bake_texture, unwrap, vertex_colors
 from engine.mesh.extract import marching_cubes, remove_floaters
-from engine.mesh.grid import DensityFn, choose_threshold, sample_density
+from engine.mesh.grid import DEFAULT_OPAQUE_DENSITY, DensityFn, DensityGrid, choose_threshold
 from engine.mesh.io import png_bytes, vertex_normals, write_glb, write_npz
 
 FORMATS = ("npz", "glb")
@@ -33,11 +33,15 @@ class ExportResult:
     threshold: float
     """The density iso-level actually used."""
     density_range: tuple[float, float]
-    """(min, max) density over the grid."""
+    """(min, max) density over the coarse lattice, which the threshold is chosen from."""
     timings: dict[str, float]
-    """Seconds per stage, in order: grid, threshold, marching_cubes, cleanup, vertex_colors, [unwrap, texture], write."""
+    """Seconds per stage, in order: grid (the coarse lattice), threshold, refine (the
+    finer lattices), marching_cubes, cleanup, vertex_colors, [unwrap, texture], write."""
     components_removed: int
     """Floating pieces dropped."""
+    queries: int
+    """Points density_fn was asked for: resolution^3 with coarse_factor=1, a few percent
+    of it for a typical object otherwise."""
 
 
 def export_mesh(
@@ -52,17 +56,23 @@ def export_mesh(
     chunk: int = 262144,
     keep_fraction: float = 0.05,
     name: str = "mesh",
+    coarse_factor: int = 4,
+    opaque_density: float = DEFAULT_OPAQUE_DENSITY,
 ) -> ExportResult:
     """Extract the field's surface in [-1,1]^3 and write it into out_dir.
 
     density_fn: (N,3) float32 object-space points -> (N,) float32 density >= 0.
     albedo_fn: (N,3) float32 -> (N,3) float32 sRGB albedo in [0,1].
     Both are called with at most `chunk` points. resolution: grid cells per axis.
-    threshold: density iso-level or "auto". texture_size: 0 for vertex colours only,
+    threshold: density iso-level or "auto" (opaque_density, the density the renderer sees as
+    opaque; see grid.choose_threshold). texture_size: 0 for vertex colours only,
     else also a texture_size^2 UV texture. offset: world translation of the object
     (orbit.look_at), added to the written vertices. keep_fraction: components with
-    fewer faces than this fraction of the largest are dropped.
-    Raises EngineError("empty_surface") when the threshold crosses no density; files
+    fewer faces than this fraction of the largest are dropped. coarse_factor: a power
+    of two; the density is queried on every coarse_factor-th lattice point (at least
+    grid.MIN_COARSE_CELLS per axis), then only near the surface (grid.DensityGrid);
+    1 queries all resolution^3 points.
+    Raises EngineError("empty_surface") when the threshold crosses no coarse density; files
     are written whole or not at all.
     """
     unknown = sorted(set(formats) - set(FORMATS))
@@ -76,16 +86,20 @@ def export_mesh(
         now = time.perf_counter()
         timings[stage], last = now - last, now
 
-    # 1. Sample the density on the grid.
-    grid = sample_density(density_fn, resolution, chunk)
+    # 1. Sample the density on the coarse lattice.
+    grid = DensityGrid(density_fn, resolution, coarse_factor, chunk)
     done("grid")
 
-    # 2. Choose the iso-level; an empty surface stops here, before any file exists.
-    level, density_range = choose_threshold(grid, threshold)
+    # 2. Choose the iso-level from it; an empty surface stops here, before any fine
+    #    query and before any file exists.
+    level, density_range = choose_threshold(grid.coarse_values(), threshold, opaque_density)
     done("threshold")
 
-    # 3. Marching cubes.
-    vertices, faces = marching_cubes(grid, level)
+    # 3. Query the finer lattices near the surface, then marching cubes.
+    grid.refine(level)
+    queries = grid.queries
+    done("refine")
+    vertices, faces = marching_cubes(grid.values, level, resolution)
     del grid
     done("marching_cubes")
 
@@ -133,6 +147,7 @@ def export_mesh(
         density_range=density_range,
         timings=timings,
         components_removed=removed,
+        queries=queries,
     )
 
 

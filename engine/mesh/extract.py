@@ -5,17 +5,25 @@ import mcubes
 import numpy as np
 
 
-def marching_cubes(grid: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
-    """Iso-surface of a padded grid from grid.sample_density, in object coordinates.
+def marching_cubes(grid: np.ndarray, level: float, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Iso-surface of a padded grid from grid.DensityGrid, in object coordinates.
 
-    grid: (R+2,)*3 float64. Returns vertices (N,3) float32 in [-1,1]^3 (up to half a
-    cell outside where the surface closes on the zero border) and faces (M,3) int64,
-    wound counter-clockwise seen from outside (density is higher inside).
+    grid: (G,G,G) float32, G >= resolution+2, zero border. Returns vertices (N,3) float32
+    in [-1,1]^3 (up to half a cell outside where the surface closes on the zero border)
+    and faces (M,3) int64, wound counter-clockwise seen from outside (density is higher
+    inside). PyMCubes visits every cube (~1 s at 256^3), so it only gets the box around
+    the points above the level, grown by one point: every cube the surface crosses.
     """
-    index_coords, faces = mcubes.marching_cubes(grid, level)
+    above = grid > np.float64(level)  # a Python float would be compared in float32
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(above.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(hit[0] - 1, 0), hit[-1] + 2))
+    # PyMCubes works in double.
+    index_coords, faces = mcubes.marching_cubes(np.ascontiguousarray(grid[tuple(box)], np.float64), level)
     # Padded index p sits at cell centre p-1, i.e. at -1 + (p - 0.5) * cell.
-    cell = 2.0 / (grid.shape[0] - 2)
-    vertices = (-1.0 + (index_coords - 0.5) * cell).astype(np.float32)
+    start = np.array([s.start for s in box], np.float64)
+    vertices = (-1.0 + (index_coords + start - 0.5) * (2.0 / resolution)).astype(np.float32)
     return vertices, faces.astype(np.int64)
 
 

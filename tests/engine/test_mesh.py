@@ -15,6 +15,7 @@ from engine.errors import EngineError
 from engine.mesh import bake, export_mesh
 from engine.mesh.bake import dilate, rasterise, srgb_to_linear
 from engine.mesh.extract import face_components
+from engine.mesh.grid import DensityGrid, cell_centres
 
 RES = 64
 CELL = 2.0 / RES
@@ -96,7 +97,7 @@ def test_sphere_lies_on_the_level_set_and_is_closed(sphere):
     v = mesh["vertices"][f].astype(np.float64)
     volume = np.einsum("ij,ij->i", v[:, 0], np.cross(v[:, 1], v[:, 2])).sum() / 6
     assert volume == pytest.approx(4 / 3 * np.pi * 0.125, rel=0.02)
-    assert set(result.timings) == {"grid", "threshold", "marching_cubes", "cleanup", "vertex_colors", "write"}
+    assert set(result.timings) == {"grid", "threshold", "refine", "marching_cubes", "cleanup", "vertex_colors", "write"}
 
 
 def test_grid_axes_map_back_to_object_coordinates(tmp_path):
@@ -154,17 +155,42 @@ def test_offset_shifts_vertices_and_export_is_deterministic(sphere, tmp_path):
     assert result.paths["npz"].read_bytes() == again.paths["npz"].read_bytes()
 
 
-def test_auto_threshold_lies_inside_the_range(tmp_path):
-    result = export_mesh(ball(), two_halves, tmp_path, resolution=RES, formats=("npz",))
-    lo, hi = result.density_range
-    assert (lo, hi) == (0.0, 10.0) and lo < result.threshold < hi and result.n_faces > 1000
+def test_auto_threshold_is_the_opaque_density(tmp_path):
+    result = export_mesh(ball(), two_halves, tmp_path, resolution=RES, formats=("npz",), opaque_density=7.5)
+    assert result.density_range == (0.0, 10.0) and result.threshold == 7.5 and result.n_faces > 1000
 
-    # A hard-edged field: every occupied density is 10, so the mean is the maximum and
-    # would cross nothing; the middle of the range is used instead.
+    # A hard-edged field: no value strictly between 0 and 10 but the opaque level is outside;
+    # the middle of the range is used.
     def step(points):
         return np.where(np.linalg.norm(points, axis=1) < 0.5, 10.0, 0.0).astype(np.float32)
 
-    assert export_mesh(step, two_halves, tmp_path / "step", resolution=32).threshold == 5.0
+    assert export_mesh(step, two_halves, tmp_path / "step", resolution=32, opaque_density=50).threshold == 5.0
+
+
+def test_auto_threshold_ignores_fog(tmp_path):
+    """A solid ball inside a cube-filling fog: the mean-density rule would put the surface in
+    the fog (a mesh over the whole cube); the opaque level finds the ball."""
+    def fogged(points):
+        return np.maximum(ball()(points) * 5, 0.3).astype(np.float32)  # ball at 50, fog 0.3 everywhere
+
+    result = export_mesh(fogged, two_halves, tmp_path, resolution=48, formats=("npz",), opaque_density=22.0)
+    vertices = load(result.paths["npz"])["vertices"]
+    assert result.threshold == 22.0
+    assert np.abs(np.linalg.norm(vertices, axis=1) - 0.5).max() < 0.1
+
+
+def test_auto_threshold_of_pure_fog_warns_and_takes_its_densest_part(tmp_path, caplog):
+    def fog(points):  # a smooth bump from 0.2 to 0.3: never opaque
+        return (0.2 + 0.1 * np.exp(-np.square(points).sum(axis=1) / 0.1)).astype(np.float32)
+
+    with caplog.at_level("WARNING", logger="engine.mesh"):
+        result = export_mesh(fog, two_halves, tmp_path, resolution=32, formats=("npz",), opaque_density=22.0)
+    # At resolution 32 the coarse lattice is the whole lattice: the level is the 99.5th
+    # percentile of all its densities, far above the fog's median.
+    c = cell_centres(32)
+    lattice = np.stack(np.meshgrid(c, c, c, indexing="ij"), -1).reshape(-1, 3).astype(np.float32)
+    assert result.threshold == pytest.approx(np.percentile(fog(lattice), 99.5), rel=1e-4)
+    assert result.threshold > np.median(fog(lattice)) + 0.05 and "mostly fog" in caplog.text
 
 
 @pytest.mark.parametrize(
@@ -184,6 +210,118 @@ def test_empty_surface_raises_and_writes_nothing(tmp_path, density, threshold):
         assert "threshold 20" in error.message and "from 0 to 10" in error.message
         suggested = float(re.search(r'"threshold": ([0-9.e+-]+)', error.hint).group(1))
         assert 0 < suggested < 10 and "job.json" in error.hint
+
+
+# Coarse-to-fine grid (grid.DensityGrid). At 128 the default coarse_factor 4 keeps 32
+# coarse cells per axis, so three lattices are used: steps 4, 2 and 1.
+FINE = 128
+H = 2.0 / FINE  # fine cell
+
+
+def two_balls(points):
+    return np.maximum(ball((0.3, 0.1, 0.0), 0.35)(points), ball((-0.4, -0.2, 0.2), 0.3)(points))
+
+
+class Counted:
+    """A density function that counts the points it is asked for."""
+
+    def __init__(self, fn):
+        self.fn, self.points = fn, 0
+
+    def __call__(self, points):
+        self.points += len(points)
+        return self.fn(points)
+
+
+def export_both(tmp_path, density, **kwargs):
+    """(coarse-to-fine, exhaustive) ExportResult and mesh of the same field at FINE."""
+    out = []
+    for coarse_factor in (4, 1):
+        result = export_mesh(density, two_halves, tmp_path / str(coarse_factor), resolution=FINE, threshold=5.0,
+                             formats=("npz",), coarse_factor=coarse_factor, **kwargs)
+        out += [result, load(result.paths["npz"])]
+    return out
+
+
+@pytest.mark.parametrize("density", [ball(), two_balls], ids=["sphere", "two_spheres"])
+def test_coarse_to_fine_mesh_is_the_exhaustive_one(tmp_path, density):
+    # The grids differ away from the surface, where DensityGrid interpolates, but only
+    # inside cells whose corners all lie on one side of the level, and interpolation
+    # keeps that side; every cell the surface crosses has queried corners. So marching
+    # cubes sees the same sides everywhere and the same values on every crossed edge:
+    # the meshes are equal bit for bit.
+    fine, fine_mesh, exhaustive, exhaustive_mesh = export_both(tmp_path, density)
+    for key in ("vertices", "faces", "vertex_colors"):
+        np.testing.assert_array_equal(fine_mesh[key], exhaustive_mesh[key])
+    assert fine.n_faces > 10000
+    assert fine.threshold == exhaustive.threshold == 5.0
+
+    grid = DensityGrid(density, FINE, 4, chunk=65536)
+    grid.refine(5.0)
+    full = DensityGrid(density, FINE, 1, chunk=65536).values
+    inner = (slice(FINE + 2),) * 3  # DensityGrid pads up to a multiple of the coarse step
+    values, known = grid.values[inner], grid.known[inner]
+    np.testing.assert_array_equal(values[known], full[known])
+    # Interpolated values differ near the surface (far from it both fields are flat).
+    assert (values[~known] != full[~known]).any() and (~known).mean() > 0.9
+
+
+def test_coarse_to_fine_queries_few_points(tmp_path):
+    density = Counted(ball())
+    result = export_mesh(density, two_halves, tmp_path, resolution=FINE, threshold=5.0, formats=("npz",))
+    # 32^3 coarse points, then only around the sphere: about 4% of the 128^3 lattice.
+    assert result.queries == density.points < 0.1 * FINE**3
+    exhaustive = export_mesh(ball(), two_halves, tmp_path / "all", resolution=32, threshold=5.0,
+                             formats=("npz",), coarse_factor=1)
+    assert exhaustive.queries == 32**3
+
+
+def test_a_fin_one_fine_cell_thick_is_followed(tmp_path):
+    # A square plate |x|, |y| < 0.8 around the fine lattice plane z = z0 (padded index 67,
+    # odd, so on neither coarser lattice): only that plane is inside, so it is one fine
+    # cell thick, a quarter of the coarse step. The coarse lattices see the sphere
+    # alone; tracking on the fine lattice walks from the sphere out along the plate.
+    z0 = -1 + 66.5 * H
+
+    def plate(points):
+        across = 1 - np.abs(points[:, 2] - z0) / H
+        along = (0.8 - np.abs(points[:, :2]).max(axis=1)) / H
+        return 10 * np.clip(np.minimum(across, along), 0, 1).astype(np.float32)
+
+    def density(points):
+        return np.maximum(ball()(points), plate(points))
+
+    _, fine_mesh, _, exhaustive_mesh = export_both(tmp_path, density)
+    np.testing.assert_array_equal(fine_mesh["vertices"], exhaustive_mesh["vertices"])
+    np.testing.assert_array_equal(fine_mesh["faces"], exhaustive_mesh["faces"])
+    assert np.abs(fine_mesh["vertices"][:, :2]).max() > 0.78
+
+
+def test_a_piece_between_coarse_points_is_lost(tmp_path):
+    # A ball of radius 0.025 centred between coarse points (padded index 114 = 4*28 + 2
+    # on every axis), away from the sphere: no coarse point is inside it, so no coarse
+    # cell shows it and it is never refined. The exhaustive grid finds it, a floater
+    # that cleanup would drop by default.
+    centre = np.full(3, -1 + 113.5 * H, np.float32)
+    blob = ball(centre, 0.025)
+
+    def density(points):
+        return np.maximum(ball()(points), blob(points))
+
+    fine, fine_mesh, exhaustive, exhaustive_mesh = export_both(tmp_path, density, keep_fraction=0.0)
+    on_sphere = np.abs(np.linalg.norm(exhaustive_mesh["vertices"], axis=1) - 0.5) < H
+    assert np.linalg.norm(exhaustive_mesh["vertices"][~on_sphere] - centre, axis=1).max() < 0.03
+    assert exhaustive.n_faces > fine.n_faces and fine.components_removed == exhaustive.components_removed == 0
+    assert np.abs(np.linalg.norm(fine_mesh["vertices"], axis=1) - 0.5).max() < H
+
+
+def test_empty_surface_is_found_on_the_coarse_lattice(tmp_path):
+    density = Counted(ball())
+    with pytest.raises(EngineError, match="ranges from 0 to 10"):
+        export_mesh(density, two_halves, tmp_path, resolution=FINE, threshold=20.0)
+    assert density.points == (FINE // 4) ** 3
+    with pytest.raises(ValueError, match="power of two"):
+        export_mesh(ball(), two_halves, tmp_path, resolution=FINE, coarse_factor=3)
 
 
 def test_textured_export(textured, sphere, monkeypatch, caplog):

@@ -47,7 +47,10 @@ def test_dream_fields_run_end_to_end(tmp_path, tiny_models):
     assert mesh["faces"].dtype == np.int32 and len(mesh["faces"]) > 0 and mesh["faces"].max() < len(mesh["vertices"])
     colours = mesh["vertex_colors"]
     assert colours.shape == mesh["vertices"].shape and colours.min() >= 0 and colours.max() <= 1
-    assert (job / "log.txt").read_text().count("mesh:") == 1
+    assert (job / "log.txt").read_text().count("engine.run: mesh:") == 1
+    # 30 tiny steps leave a fog: the export says so, in the log and as a `log` event.
+    warnings = [e for e in stdout_events if e["event"] == "log" and e["level"] == "warning"]
+    assert any("mostly fog" in e["message"] for e in warnings)
 
 
 def test_clip_similarity_rises_over_the_run(tmp_path, tiny_models):
