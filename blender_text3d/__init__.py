@@ -22,6 +22,7 @@ def unregister():
     from . import jobs, operators, props, ui
 
     jobs.unregister()  # stops running engines first: their events would reach freed classes
+    operators.stop_tasks()  # and the set-up tasks (downloads, engine install)
     for cls in reversed((*operators.classes, *ui.classes)):
         bpy.utils.unregister_class(cls)
     props.unregister()

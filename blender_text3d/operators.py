@@ -1,14 +1,16 @@
-"""Operators: generate, cancel, import a job folder, check the engine, clear finished jobs.
+"""Operators: generate, cancel, import a job folder, clear finished jobs; and the preferences'
+set-up: check and install the engine, list and download models (background tasks).
 
 No `from __future__ import annotations` here: Blender reads property annotations as objects.
 """
 import threading
+import time
 from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, IntProperty, StringProperty
 
-from . import api, importer, jobspec, paths, props, runner
+from . import api, importer, jobspec, paths, props, runner, tasks
 from .jobs import MANAGER, redraw
 
 
@@ -126,6 +128,98 @@ class TEXT3D_OT_import_job(bpy.types.Operator):
 
 # The last `engine check` answer, shown in the preferences: {"ok", "report", "error"}.
 CHECK_RESULT: dict = {}
+# The preferences' background commands by key: "models", "install", "download:NAME".
+TASKS: dict[str, tasks.Task] = {}
+# The last model listing that succeeded, kept on screen while a refresh runs.
+MODEL_ROWS: list[dict] = []
+TASK_TICK_S = 0.5
+
+
+def _engine() -> tuple[str, str | None]:
+    """The engine Python and the folder on its path, as jobs get them."""
+    root = paths.checkout_engine_root()
+    return props.engine_python(props.preferences()), str(root) if root else None
+
+
+def _running(key: str) -> bool:
+    return key in TASKS and TASKS[key].status == "running"
+
+
+def start_check() -> None:
+    """`engine check` on a thread: importing torch takes seconds and the interface stays live."""
+    CHECK_RESULT.clear()
+    CHECK_RESULT["running"] = True
+    threading.Thread(target=_check, args=_engine(), daemon=True).start()
+    ensure_task_timer()
+
+
+def _check(python, root) -> None:
+    CHECK_RESULT.update(runner.check_engine(python, root), running=False)
+
+
+def refresh_models() -> None:
+    if not _running("models"):
+        TASKS["models"] = tasks.list_models(*_engine())
+        ensure_task_timer()
+
+
+def tick_tasks() -> bool:
+    """Poll the tasks and act on those that just ended; True if any did.
+
+    A listing replaces MODEL_ROWS; a finished download or install is followed by a fresh
+    listing, and an install also by a check of the engine it made.
+    """
+    ended = False
+    for key, task in list(TASKS.items()):
+        if not task.poll():
+            continue
+        ended = True
+        if task.status != "succeeded":
+            continue
+        if key == "models":
+            MODEL_ROWS[:] = task.result
+            continue
+        if key == "install":
+            start_check()
+        refresh_models()
+    return ended
+
+
+def tasks_busy() -> bool:
+    return any(t.status == "running" for t in TASKS.values()) or bool(CHECK_RESULT.get("running"))
+
+
+def drive_tasks(timeout: float | None = None) -> None:
+    """Tick until every task and the check have ended: the blocking path (timers never fire in
+    background Blender)."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        tick_tasks()
+        if not tasks_busy() or (deadline is not None and time.monotonic() >= deadline):
+            return
+        time.sleep(0.05)
+
+
+def _task_timer():
+    tick_tasks()
+    redraw("PREFERENCES")
+    return TASK_TICK_S if tasks_busy() else None
+
+
+def ensure_task_timer() -> None:
+    if not bpy.app.timers.is_registered(_task_timer):
+        bpy.app.timers.register(_task_timer, first_interval=TASK_TICK_S)
+
+
+def _follow(op, task: tasks.Task, wait: bool) -> set:
+    """Wait for the task (and what follows it) or leave it to the timer; report a failure."""
+    if wait:
+        drive_tasks()
+    redraw("PREFERENCES")
+    if task.status == "failed":
+        op.report({"ERROR"}, f"Text3D: {task.error}")
+        return {"CANCELLED"}
+    return {"FINISHED"}
 
 
 class TEXT3D_OT_check_engine(bpy.types.Operator):
@@ -137,27 +231,106 @@ class TEXT3D_OT_check_engine(bpy.types.Operator):
     wait: BoolProperty(name="Wait", options={"SKIP_SAVE"}, description="Block until the check ends")
 
     def execute(self, context):
-        python = props.engine_python(props.preferences())
-        root = paths.checkout_engine_root()
-        CHECK_RESULT.clear()
-        CHECK_RESULT["running"] = True
-        # Importing torch takes seconds: check on a thread so the interface stays live.
-        thread = threading.Thread(target=_check, args=(python, root), daemon=True)
-        thread.start()
+        start_check()
         if self.wait:
-            thread.join()
-        else:
-            bpy.app.timers.register(_redraw_when_checked, first_interval=0.5)
+            drive_tasks()
         return {"FINISHED"}
 
 
-def _check(python, root) -> None:
-    CHECK_RESULT.update(runner.check_engine(python, root), running=False)
+def _downloads_poll(cls) -> bool:
+    refusal = props.downloads_refusal(props.preferences())
+    if refusal:
+        cls.poll_message_set(refusal)
+    return not refusal
 
 
-def _redraw_when_checked():
-    redraw("PREFERENCES")
-    return 0.5 if CHECK_RESULT.get("running") else None
+class TEXT3D_OT_install_engine(bpy.types.Operator):
+    """Install the engine's environment (several GB) in the background, as `install/text3d.py engine` does"""
+
+    bl_idname = "text3d.install_engine"
+    bl_label = "Install Engine"
+
+    script: StringProperty(name="Installer", options={"HIDDEN", "SKIP_SAVE"},
+                           description="The install/text3d.py to run; empty = the checkout's or the extension's copy")
+    wait: BoolProperty(name="Wait", options={"SKIP_SAVE"}, description="Block until the installation ends")
+
+    @classmethod
+    def poll(cls, context):
+        if _running("install"):
+            cls.poll_message_set("The engine is being installed")
+            return False
+        return _downloads_poll(cls)  # pip needs the network, which Blender's user may have forbidden
+
+    def execute(self, context):
+        TASKS["install"] = tasks.install_engine(self.script or paths.engine_install_script())
+        ensure_task_timer()
+        return _follow(self, TASKS["install"], self.wait)
+
+
+class TEXT3D_OT_refresh_models(bpy.types.Operator):
+    """Ask the engine which models it uses, their size and whether each is on this machine"""
+
+    bl_idname = "text3d.refresh_models"
+    bl_label = "Refresh"
+
+    wait: BoolProperty(name="Wait", options={"SKIP_SAVE"}, description="Block until the list arrives")
+
+    def execute(self, context):
+        refresh_models()
+        return _follow(self, TASKS["models"], self.wait)
+
+
+class TEXT3D_OT_download_model(bpy.types.Operator):
+    """Download a model into the Hugging Face cache with the engine, in the background"""
+
+    bl_idname = "text3d.download_model"
+    bl_label = "Download"
+
+    name: StringProperty(name="Model", description="Hub id of the model, as the model list names it")
+    wait: BoolProperty(name="Wait", options={"SKIP_SAVE"}, description="Block until the download ends")
+
+    @classmethod
+    def poll(cls, context):
+        return _downloads_poll(cls)
+
+    def execute(self, context):
+        key = f"download:{self.name}"
+        if not self.name.strip():
+            self.report({"ERROR"}, "Text3D: no model name given")
+            return {"CANCELLED"}
+        if _running(key):
+            self.report({"WARNING"}, f"Text3D: {self.name} is already being downloaded")
+            return {"CANCELLED"}
+        python, root = _engine()
+        TASKS[key] = tasks.download_model(python, self.name, root)
+        ensure_task_timer()
+        return _follow(self, TASKS[key], self.wait)
+
+
+class TEXT3D_OT_cancel_task(bpy.types.Operator):
+    """Stop a model download or the engine installation"""
+
+    bl_idname = "text3d.cancel_task"
+    bl_label = "Cancel"
+
+    task: StringProperty(name="Task", description="install, or download:NAME", options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        if not _running(self.task):
+            self.report({"WARNING"}, f"Text3D: {self.task!r} is not running")
+            return {"CANCELLED"}
+        TASKS[self.task].cancel()
+        redraw("PREFERENCES")
+        return {"FINISHED"}
+
+
+def stop_tasks() -> None:
+    """Stop the background tasks and forget them: their processes must not outlive the add-on."""
+    if bpy.app.timers.is_registered(_task_timer):
+        bpy.app.timers.unregister(_task_timer)
+    tasks.stop_all()
+    TASKS.clear()
+    MODEL_ROWS.clear()
 
 
 class TEXT3D_OT_clear_finished(bpy.types.Operator):
@@ -173,4 +346,5 @@ class TEXT3D_OT_clear_finished(bpy.types.Operator):
 
 
 classes = (TEXT3D_OT_generate, TEXT3D_OT_cancel, TEXT3D_OT_import_job, TEXT3D_OT_check_engine,
-           TEXT3D_OT_clear_finished)
+           TEXT3D_OT_clear_finished, TEXT3D_OT_install_engine, TEXT3D_OT_refresh_models, TEXT3D_OT_download_model,
+           TEXT3D_OT_cancel_task)

@@ -43,6 +43,17 @@ def checkout_engine_root(package_dir: Path | None = None) -> Path | None:
     return root if (root / "engine" / "__main__.py").is_file() else None
 
 
+def engine_install_script(package_dir: Path | None = None) -> Path | None:
+    """install/text3d.py of the checkout, else the copy an extension zip ships in engine_src/; None if neither."""
+    package_dir = package_dir or Path(__file__).resolve().parent
+    root = checkout_engine_root(package_dir)
+    for script in (root / "install" / "text3d.py" if root else None,
+                   package_dir / "engine_src" / "install" / "text3d.py"):
+        if script is not None and script.is_file():
+            return script
+    return None
+
+
 def new_job_dir(jobs_root: Path, prompt: str) -> Path:
     """Create and return a fresh, sortable job folder named after the prompt."""
     slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:40] or "job"

