@@ -9,6 +9,7 @@ and the steps they are made of:
 
     python3 install/text3d.py engine      create or update the engine environment (torch)
     python3 install/text3d.py blender     create or update the Blender-module environment (bpy, headless)
+    python3 install/text3d.py blender42   the same with Blender 4.2 LTS, the oldest supported (add-on tests)
     python3 install/text3d.py extension   build dist/blender_text3d-<version>.zip for Blender 4.2+
     python3 install/text3d.py status      what is installed and whether it is up to date (changes nothing)
 
@@ -48,8 +49,16 @@ paths = _load_paths()
 # name -> (requirements file, Python versions it supports, disk it needs in GB)
 ENVIRONMENTS = {
     "engine": ("requirements-engine.txt", ((3, 10), (3, 11), (3, 12), (3, 13)), 8.0),
-    # bpy 5.0.1 wheels exist for CPython 3.11 only.
+    # bpy 5.0.1 and 4.2.x wheels exist for CPython 3.11 only.
     "blender": ("requirements-blender.txt", ((3, 11),), 1.0),
+    "blender42": ("requirements-blender42.txt", ((3, 11),), 1.5),
+}
+# Test suites: the environment each runs in and its folder. The add-on's suite runs on the
+# newest Blender module and on 4.2 LTS, the oldest the extension supports.
+SUITES = {
+    "engine": ("engine", "tests/engine"),
+    "addon": ("blender", "tests/addon"),
+    "addon-4.2": ("blender42", "tests/addon"),
 }
 
 
@@ -202,18 +211,16 @@ def junit_counts(xml_path: Path) -> dict:
 
 
 def run_tests(pytest_args: list[str], which: tuple[str, ...]) -> int:
-    """Both suites, each in its own environment as in production; one summary line at the end."""
+    """The suites, each in its own environment as in production; one summary line at the end."""
     engine_py = ensure_env("engine")
-    suites = {"engine": (engine_py, ROOT / "tests" / "engine")}
-    if "addon" in which:
-        suites["addon"] = (ensure_env("blender"), ROOT / "tests" / "addon")
+    pythons = {env: ensure_env(env) for env in sorted({SUITES[name][0] for name in which})}  # all set up first
     reports = paths.text3d_home() / "test-reports"
     reports.mkdir(parents=True, exist_ok=True)
     totals = {"passed": 0, "failed": 0, "skipped": 0}
     ok = True
-    for name, (python, folder) in suites.items():
-        if name not in which:
-            continue
+    for name in which:
+        env_name, folder = SUITES[name]
+        python, folder = pythons[env_name], ROOT / folder
         xml = reports / f"{name}.xml"
         xml.unlink(missing_ok=True)
         say(f"running the {name} tests with {python}")
@@ -265,10 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--tiny", action="store_true", help="use tiny random models even when the real ones are here")
     demo.add_argument("--allow-downloads", action="store_true", help="download the real models if they are missing")
     test = sub.add_parser("test", help="set up, then run the whole test suite")
-    test.add_argument("--only", choices=("engine", "addon"), help="run one suite")
+    test.add_argument("--only", choices=tuple(SUITES), help="run one suite")
     test.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     sub.add_parser("engine", help="create or update the engine environment")
     sub.add_parser("blender", help="create or update the Blender-module environment")
+    sub.add_parser("blender42", help="create or update the Blender 4.2 LTS module environment (add-on tests)")
     sub.add_parser("extension", help="build the extension zip")
     sub.add_parser("status", help="what is installed (changes nothing)")
     args = p.parse_args(argv)
@@ -278,14 +286,14 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"text3d_home": str(paths.text3d_home()),
                               "environments": [env_state(n) for n in ENVIRONMENTS]}, indent=1))
             return 0
-        if args.command in ("engine", "blender"):
+        if args.command in ("engine", "blender", "blender42"):
             ensure_env(args.command)
             return 0
         if args.command == "extension":
             build_extension()
             return 0
         if args.command == "test":
-            return run_tests(args.pytest_args, (args.only,) if args.only else ("engine", "addon"))
+            return run_tests(args.pytest_args, (args.only,) if args.only else tuple(SUITES))
         return run_demo(args)
     except SetupError as e:
         say(f"error: {e}")

@@ -21,7 +21,7 @@ def setup_module_(monkeypatch, tmp_path):
     spec.loader.exec_module(module)
     install = tmp_path / "install"
     install.mkdir()
-    for name in ("requirements-engine.txt", "requirements-blender.txt"):
+    for name in ("requirements-engine.txt", "requirements-blender.txt", "requirements-blender42.txt"):
         shutil.copy(ROOT / "install" / name, install / name)
     monkeypatch.setattr(module, "INSTALL", install)
     return module
@@ -45,7 +45,7 @@ def run(*args, **kw):
 def test_help_and_bad_arguments():
     out = run("--help")
     assert out.returncode == 0
-    for command in ("demo", "test", "engine", "blender", "extension", "status"):
+    for command in ("demo", "test", "engine", "blender", "blender42", "extension", "status"):
         assert command in out.stdout
     assert run("frobnicate").returncode == 2
     bad = run("test", "--only", "everything")
@@ -58,7 +58,7 @@ def test_status_changes_nothing(tmp_path):
     assert out.returncode == 0
     report = json.loads(out.stdout)
     assert report["text3d_home"] == str(home)
-    assert [e["exists"] for e in report["environments"]] == [False, False]
+    assert [e["exists"] for e in report["environments"]] == [False, False, False]
     assert not home.exists()
 
 
