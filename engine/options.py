@@ -78,6 +78,77 @@ class DreamFieldsOptions:
         _check(self.occupancy_every >= 1, f"{key}.occupancy_every", self.occupancy_every, "must be >= 1")
 
 
+@dataclass(frozen=True)
+class DreamFusionOptions:
+    """DreamFusion (Poole et al. 2022); defaults from the paper, threestudio and stable-dreamfusion."""
+
+    guidance_scale: float = 100.0
+    """Classifier-free guidance scale (paper: 100; 7.5 gives over-smoothed blobs)."""
+    t_range: tuple[float, float] = (0.02, 0.98)
+    """Range of the diffusion timestep, as fractions of the scheduler's training timesteps."""
+    overhead_deg: float = 60.0
+    """Elevation above which the prompt gets ", overhead view" instead of front/side/back."""
+    albedo_warmup_steps: int = 2000
+    """Steps of albedo-only shading before lambertian and textureless join; capped at a fifth of the run."""
+    lambda_orientation: float = 1000.0
+    """Weight of the orientation loss (normals facing away from the camera; threestudio ramps to 1000)."""
+    lambda_opacity: float = 1e-3
+    """Weight of the binary entropy of each ray's opacity (stable-dreamfusion's lambda_entropy)."""
+    regularizer_ramp_steps: int = 5000
+    """Steps over which both regulariser weights rise linearly from 0; capped at half the run."""
+    lr: float = 1e-2
+    """Adam learning rate of the hash grid and its MLP (threestudio)."""
+    blob_density: float = 10.0
+    """Pre-activation density added at the centre, falling linearly to 0 at blob_radius (threestudio's
+    magic3d blob), so the field starts with an object; 0 = off."""
+    blob_radius: float = 0.5
+    """Radius of that blob in the object cube [-1,1]^3."""
+    hash_levels: int = 8
+    """Hash grid: number of resolution levels, from 16 cells across the cube to hash_max_resolution
+    (as Dream Fields here: 8 levels to 512 is plenty for 64 px renders and half the cost of 16)."""
+    hash_log2_size: int = 19
+    """Hash grid: log2 of the entries per level."""
+    hash_max_resolution: int = 512
+    """Hash grid: cells across the cube at the finest level."""
+    mlp_width: int = 64
+    """Width of the field's MLP (instant-ngp)."""
+    occupancy_resolution: int = 64
+    """Cells per side of the empty-space grid; samples in empty cells skip the field (0 = off)."""
+    occupancy_threshold: float = 0.01
+    """Density below which a cell is empty."""
+    occupancy_every: int = 16
+    """Steps between updates of the empty-space grid."""
+    precision: str = "auto"
+    """Dtype of the diffusion models: "auto" (fp16 on CUDA, else fp32), "fp32", "fp16" or "bf16"."""
+    attention_slicing: bool = False
+    """Compute the UNet's attention in slices: less GPU memory, a little slower."""
+    cpu_offload: bool = False
+    """Keep the text encoder, VAE and UNet on the CPU, each moved to the GPU only while it runs."""
+
+    def validate(self, key: str) -> None:
+        _check(self.guidance_scale >= 0, f"{key}.guidance_scale", self.guidance_scale, "must be >= 0")
+        lo, hi = self.t_range
+        _check(0 <= lo <= hi < 1, f"{key}.t_range", list(self.t_range), "must be two fractions with 0 <= min <= max < 1")
+        _check(0 <= self.overhead_deg <= 90, f"{key}.overhead_deg", self.overhead_deg, "must lie within [0, 90]")
+        for name in ("albedo_warmup_steps", "regularizer_ramp_steps"):
+            _check(getattr(self, name) >= 0, f"{key}.{name}", getattr(self, name), "must be >= 0")
+        for name in ("lambda_orientation", "lambda_opacity", "blob_density"):
+            _check(getattr(self, name) >= 0, f"{key}.{name}", getattr(self, name), "must be >= 0")
+        _check(0 < self.lr < 1, f"{key}.lr", self.lr, "must be in (0, 1)")
+        _check(0 < self.blob_radius <= 2, f"{key}.blob_radius", self.blob_radius, "must be in (0, 2]")
+        _check(1 <= self.hash_levels <= 32, f"{key}.hash_levels", self.hash_levels, "must be between 1 and 32")
+        _check(10 <= self.hash_log2_size <= 24, f"{key}.hash_log2_size", self.hash_log2_size, "must be between 10 and 24")
+        _check(16 <= self.hash_max_resolution <= 8192, f"{key}.hash_max_resolution", self.hash_max_resolution,
+               "must be between 16 and 8192")
+        _check(8 <= self.mlp_width <= 1024, f"{key}.mlp_width", self.mlp_width, "must be between 8 and 1024")
+        _check(self.occupancy_resolution == 0 or 8 <= self.occupancy_resolution <= 256, f"{key}.occupancy_resolution",
+               self.occupancy_resolution, "must be 0 (off) or between 8 and 256")
+        _check(self.occupancy_threshold >= 0, f"{key}.occupancy_threshold", self.occupancy_threshold, "must be >= 0")
+        _check(self.occupancy_every >= 1, f"{key}.occupancy_every", self.occupancy_every, "must be >= 1")
+        _check(self.precision in ("auto", "fp32", "fp16", "bf16"), f"{key}.precision", self.precision,
+               'must be "auto", "fp32", "fp16" or "bf16"')
+
+
 # Defaults of the common job sections, per method. Orbit: Dream Fields renders from radius 4
 # at 30 degrees elevation all around the object (360 degrees: narrower ranges leave the
 # sides unlearned) with a ~33 degree field of view. Samples: the paper's 192 are for an MLP
@@ -90,11 +161,22 @@ METHOD_DEFAULTS: dict[str, dict] = {
                   "fov_deg": (33.0, 33.0)},
         "needs_prompt": True,
     },
+    # DreamFusion: threestudio's cameras (distance 1.5-2, elevation -10..45, FOV 40-70, all
+    # azimuths) with the distance scaled to our cube, whose corners (1.73 from the centre)
+    # the cameras must stay outside of; 64 px renders upsampled to the VAE's 512 (paper).
+    "dreamfusion": {
+        "steps": 10000,
+        "render": {"size": 64, "samples_per_ray": 64},
+        "orbit": {"radius": (2.5, 3.0), "elevation_deg": (-10.0, 45.0), "azimuth_deg": (0.0, 360.0),
+                  "fov_deg": (40.0, 70.0)},
+        "needs_prompt": True,
+    },
 }
 
 METHOD_OPTIONS: dict[str, type] = {
     "dream_fields": DreamFieldsOptions,
+    "dreamfusion": DreamFusionOptions,
 }
 
 # Named in DESIGN.md, arriving in later engine versions; a job naming one gets a clear error.
-PLANNED_METHODS = ("dreamfusion", "reconstruct", "nerf_art", "dietnerf", "latent_edit")
+PLANNED_METHODS = ("reconstruct", "nerf_art", "dietnerf", "latent_edit")

@@ -7,11 +7,12 @@ A method module provides:
   (loss name -> weight) and `step(step, generator) -> StepOutput` (named, unweighted
   losses plus float metrics). The run loop (engine/jobs/run.py) does the rest.
 """
-from . import dream_fields
+from . import dream_fields, dreamfusion
 from .base import StepOutput
 
 METHODS = {
     "dream_fields": dream_fields,
+    "dreamfusion": dreamfusion,
 }
 
 __all__ = ["METHODS", "StepOutput"]

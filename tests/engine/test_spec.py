@@ -33,7 +33,7 @@ BAD = [
     (with_("spec_version", DELETE), "spec_version"),
     (with_("method", DELETE), "method"),
     (with_("method", "nerf_magic"), "method"),
-    (with_("method", "dreamfusion"), "method"),  # planned, not in this version: says so
+    (with_("method", "nerf_art"), "method"),  # planned, not in this version: says so
     (with_("prompt", ""), "prompt"),
     (with_("prompt", "   "), "prompt"),
     (with_("prompt", 3), "prompt"),

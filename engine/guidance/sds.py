@@ -1,0 +1,103 @@
+"""DreamFusion's guidance: Score Distillation Sampling through Stable Diffusion (Poole et al. 2022).
+
+The render is encoded by the VAE with gradients; noise is added at a random timestep and the
+UNet's classifier-free-guided noise prediction, minus the noise, is the gradient on the
+latents: w(t) * (eps_hat - eps), w(t) = 1 - alpha_bar_t. The UNet itself is never
+differentiated (stable-dreamfusion, threestudio).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+
+from ..models.diffusion import DiffusionModels
+
+
+def view_prompt(prompt: str, azimuth_deg: float, elevation_deg: float, overhead_deg: float = 60.0) -> str:
+    """The prompt with DreamFusion's view suffix: overhead above `overhead_deg`, else by azimuth
+    (0 = front = camera on -Y, wrapped to (-180, 180]): front within 45 degrees, back beyond 135, side between."""
+    if elevation_deg > overhead_deg:
+        return f"{prompt}, overhead view"
+    azimuth = (azimuth_deg + 180.0) % 360.0 - 180.0
+    azimuth = 180.0 if azimuth == -180.0 else azimuth
+    if abs(azimuth) <= 45:
+        return f"{prompt}, front view"
+    if abs(azimuth) > 135:
+        return f"{prompt}, back view"
+    return f"{prompt}, side view"
+
+
+class ScoreDistillation:
+    """loss = SDS of rendered images under the view-dependent prompt; d loss / d latents = w(t) (eps_hat - eps).
+
+    models: frozen DiffusionModels (their dtype is the compute dtype). offload: the models live
+    on the CPU and each visits `device` only while it runs (saves GPU memory, costs transfers).
+    Text embeddings are computed once per distinct view prompt and cached.
+    """
+
+    def __init__(self, models: DiffusionModels, prompt: str, negative_prompt: str = "", guidance_scale: float = 100.0,
+                 t_range: tuple[float, float] = (0.02, 0.98), overhead_deg: float = 60.0,
+                 device: torch.device | str = "cpu", offload: bool = False) -> None:
+        self.models, self.prompt, self.negative_prompt = models, prompt, negative_prompt
+        self.guidance_scale, self.overhead_deg = guidance_scale, overhead_deg
+        self.device, self.offload = torch.device(device), offload
+        n = models.scheduler.config.num_train_timesteps
+        self.t_min, self.t_max = int(t_range[0] * n), int(t_range[1] * n)
+        self.alphas_cumprod = models.scheduler.alphas_cumprod.to(self.device)  # (num_train_timesteps,)
+        # The VAE's input side: what the UNet was trained at times the VAE's downsampling (512 for SD 2.1-base).
+        self.vae_factor = 2 ** (len(models.vae.config.block_out_channels) - 1)
+        self.image_size = models.unet.config.sample_size * self.vae_factor
+        self.dtype = models.unet.dtype
+        self._embeddings: dict[str, torch.Tensor] = {}
+
+    @contextmanager
+    def _on_device(self, module: torch.nn.Module):
+        if self.offload:
+            module.to(self.device)
+        try:
+            yield module
+        finally:
+            if self.offload:
+                module.to("cpu")
+
+    @torch.no_grad()
+    def embed(self, text: str) -> torch.Tensor:
+        """text -> (77, C) text-encoder hidden states, cached."""
+        if text not in self._embeddings:
+            tok = self.models.tokenizer([text], padding="max_length", max_length=self.models.tokenizer.model_max_length,
+                                        truncation=True, return_tensors="pt")
+            with self._on_device(self.models.text_encoder) as encoder:
+                self._embeddings[text] = encoder(tok.input_ids.to(self.device))[0][0]
+        return self._embeddings[text]
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,H,W,3) in [0,1] -> (B,4,h,w) scaled latents, with gradients through the encoder."""
+        x = images.permute(0, 3, 1, 2).to(self.dtype)
+        x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        with self._on_device(self.models.vae) as vae:
+            # The posterior mean: sampling would add noise the SDS noise already provides.
+            return vae.encode(2 * x - 1).latent_dist.mean * vae.config.scaling_factor
+
+    def loss(self, images: torch.Tensor, views, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        """images (B,H,W,3) in [0,1], views (engine.cameras.Views, B cameras) -> {"sds": scalar}, unweighted."""
+        b = images.shape[0]
+        latents = self.encode(images)
+        t = torch.randint(self.t_min, self.t_max + 1, (b,), generator=generator)
+        noise = torch.randn(latents.shape, generator=generator).to(latents)
+        cond = torch.stack([self.embed(view_prompt(self.prompt, float(az), float(el), self.overhead_deg))
+                            for az, el in zip(views.azimuth_deg, views.elevation_deg)])
+        uncond = self.embed(self.negative_prompt).expand_as(cond)
+        with torch.no_grad():
+            t = t.to(self.device)
+            noisy = self.models.scheduler.add_noise(latents.detach(), noise, t)
+            with self._on_device(self.models.unet) as unet:
+                eps_u, eps_c = unet(torch.cat([noisy, noisy]), torch.cat([t, t]),
+                                    encoder_hidden_states=torch.cat([uncond, cond])).sample.float().chunk(2)
+            eps_hat = eps_u + self.guidance_scale * (eps_c - eps_u)
+            w = (1 - self.alphas_cumprod[t]).float()[:, None, None, None]
+            grad = torch.nan_to_num(w * (eps_hat - noise.float()))
+        latents = latents.float()
+        # 0.5 * |latents - target|^2 with a detached target: its gradient on the latents is exactly `grad`.
+        return {"sds": 0.5 * (latents - (latents - grad).detach()).square().sum() / b}
