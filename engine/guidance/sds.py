@@ -97,7 +97,9 @@ class ScoreDistillation:
                                     encoder_hidden_states=torch.cat([uncond, cond])).sample.float().chunk(2)
             eps_hat = eps_u + self.guidance_scale * (eps_c - eps_u)
             w = (1 - self.alphas_cumprod[t]).float()[:, None, None, None]
-            grad = torch.nan_to_num(w * (eps_hat - noise.float()))
+            # No nan_to_num (as some implementations do): a non-finite prediction must surface
+            # as a non-finite loss, which the run loop reports as `diverged`.
+            grad = w * (eps_hat - noise.float())
         latents = latents.float()
         # 0.5 * |latents - target|^2 with a detached target: its gradient on the latents is exactly `grad`.
         return {"sds": 0.5 * (latents - (latents - grad).detach()).square().sum() / b}

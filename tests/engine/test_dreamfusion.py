@@ -83,6 +83,14 @@ def test_sds_gradient_on_the_latents_is_w_times_guided_eps_minus_noise(tiny_sd):
     assert set(sds._embeddings) == {"blurry", "a fox, front view", "a fox, back view"}  # cached per view prompt
 
 
+def test_a_non_finite_noise_prediction_is_not_hidden(tiny_sd):
+    """A NaN from the UNet must reach the loss, so the run loop stops with `diverged`."""
+    models = dataclasses.replace(tiny_sd, unet=StubUNet(tiny_sd.unet, a=float("nan")))
+    sds = ScoreDistillation(models, "a fox")
+    loss = sds.loss(torch.rand(1, 16, 16, 3), orbit_views(0.0, 20.0, 3.0, 50.0), torch.Generator().manual_seed(0))
+    assert not torch.isfinite(loss["sds"])
+
+
 def test_sds_reaches_the_render_through_the_vae(tiny_sd):
     sds = ScoreDistillation(tiny_sd, "a fox")
     images = torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
