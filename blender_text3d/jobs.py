@@ -275,6 +275,11 @@ def redraw(area_type: str = "VIEW_3D") -> None:
 @bpy.app.handlers.persistent
 def _on_load_pre(*_args) -> None:
     MANAGER.stop_all()
+    # The load frees the closing file's datablocks: no job (nor a handle a script keeps)
+    # may still point at them. Blender 4.2 crashes at exit when Python releases such
+    # stale references.
+    for job in MANAGER.jobs:
+        job.collection = job.result = job.preview_object = None
     MANAGER.clear_finished()
 
 
