@@ -33,6 +33,9 @@ def parser() -> argparse.ArgumentParser:
     views.add_argument("--turntable", type=int, metavar="N", help="N views around the object (default 36)")
     render.add_argument("--size", type=int, help="image width in pixels (default: the cameras' or 4x the render size)")
     render.add_argument("--background", choices=("white", "black", "transparent"), default="white")
+    capture = sub.add_parser("capture", help="check a capture; prints its frames, cameras (world) and object frame as JSON")
+    capture.add_argument("path", type=Path, help="capture folder or transforms JSON file")
+    capture.add_argument("--max-image-size", type=int, default=512, help="longest image side after loading")
     export = sub.add_parser("export", help="re-extract result/ from the latest checkpoint")
     export.add_argument("job_dir", type=Path)
     export.add_argument("--resolution", type=int)
@@ -59,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "check":
             return check(args.json, args.models)
+        if args.command == "capture":
+            from .jobs.events import claim_stdout
+
+            out = claim_stdout()
+            from .captures import describe, load_capture
+
+            print(json.dumps(describe(load_capture(args.path, args.max_image_size))), file=out)
+            return 0
         if args.command in ("render", "export"):
             from .jobs.events import claim_stdout, setup_logging
 

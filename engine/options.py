@@ -149,6 +149,127 @@ class DreamFusionOptions:
                'must be "auto", "fp32", "fp16" or "bf16"')
 
 
+@dataclass(frozen=True)
+class ReconstructOptions:
+    """Fit a field to a capture's photos (a NeRF with instant-ngp's hash grid and empty-space skipping)."""
+
+    rays_per_step: int = 4096
+    """Random rays (pixels drawn from all training images) per step (instant-ngp trains on batches of rays)."""
+    lr: float = 1e-2
+    """Adam learning rate of the hash grid and its MLP (instant-ngp, threestudio)."""
+    lr_final_fraction: float = 0.1
+    """The learning rate decays exponentially to this fraction of lr over the run."""
+    max_image_size: int = 512
+    """Images larger than this (longest side, pixels) are downsampled on load; intrinsics follow."""
+    holdout_every: int = 0
+    """Hold out every k-th frame (0 = none) as test views: not trained on, their PSNR is reported at the end.
+    The NeRF-synthetic layout's transforms_test.json frames are always test views."""
+    hash_levels: int = 12
+    """Hash grid: number of resolution levels, from 16 cells across the cube to hash_max_resolution."""
+    hash_log2_size: int = 19
+    """Hash grid: log2 of the entries per level."""
+    hash_max_resolution: int = 1024
+    """Hash grid: cells across the cube at the finest level (photos carry more detail than 64 px SDS renders)."""
+    mlp_width: int = 64
+    """Width of the field's MLP (instant-ngp)."""
+    occupancy_resolution: int = 64
+    """Cells per side of the empty-space grid; samples in empty cells skip the field (0 = off)."""
+    occupancy_threshold: float = 0.01
+    """Density below which a cell is empty."""
+    occupancy_every: int = 16
+    """Steps between updates of the empty-space grid."""
+    lambda_opacity: float = 1e-3
+    """Weight of the binary entropy of each ray's opacity against floaters and fog (0 = off)."""
+
+    def validate(self, key: str) -> None:
+        _check(64 <= self.rays_per_step <= 1 << 20, f"{key}.rays_per_step", self.rays_per_step,
+               "must be between 64 and 1048576")
+        _check(0 < self.lr < 1, f"{key}.lr", self.lr, "must be in (0, 1)")
+        _check(0 < self.lr_final_fraction <= 1, f"{key}.lr_final_fraction", self.lr_final_fraction, "must be in (0, 1]")
+        _check(16 <= self.max_image_size <= 8192, f"{key}.max_image_size", self.max_image_size,
+               "must be between 16 and 8192")
+        _check(self.holdout_every == 0 or self.holdout_every >= 2, f"{key}.holdout_every", self.holdout_every,
+               "must be 0 (no held-out frames) or >= 2")
+        _check(1 <= self.hash_levels <= 32, f"{key}.hash_levels", self.hash_levels, "must be between 1 and 32")
+        _check(10 <= self.hash_log2_size <= 24, f"{key}.hash_log2_size", self.hash_log2_size, "must be between 10 and 24")
+        _check(16 <= self.hash_max_resolution <= 8192, f"{key}.hash_max_resolution", self.hash_max_resolution,
+               "must be between 16 and 8192")
+        _check(8 <= self.mlp_width <= 1024, f"{key}.mlp_width", self.mlp_width, "must be between 8 and 1024")
+        _check(self.occupancy_resolution == 0 or 8 <= self.occupancy_resolution <= 256, f"{key}.occupancy_resolution",
+               self.occupancy_resolution, "must be 0 (off) or between 8 and 256")
+        _check(self.occupancy_threshold >= 0, f"{key}.occupancy_threshold", self.occupancy_threshold, "must be >= 0")
+        _check(self.occupancy_every >= 1, f"{key}.occupancy_every", self.occupancy_every, "must be >= 1")
+        _check(self.lambda_opacity >= 0, f"{key}.lambda_opacity", self.lambda_opacity, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class DietNeRFOptions(ReconstructOptions):
+    """DietNeRF (Jain et al. 2021): reconstruction from few views plus CLIP semantic consistency."""
+
+    semantic_every: int = 10
+    """Steps between semantic consistency losses (paper: k = 10, robust in 10-16)."""
+    lambda_semantic: float = 0.1
+    """Weight of the semantic consistency loss (official code 0.1; the JAX port 0.01)."""
+    semantic_size: int = 64
+    """Side of the render from a random pose given to CLIP (paper: 168, resized to CLIP's input);
+    smaller is cheaper on the CPU, and CLIP sees it resized either way."""
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        _check(self.semantic_every >= 1, f"{key}.semantic_every", self.semantic_every, "must be >= 1")
+        _check(self.lambda_semantic >= 0, f"{key}.lambda_semantic", self.lambda_semantic, "must be >= 0")
+        _check(self.semantic_size % 8 == 0 and 16 <= self.semantic_size <= 512, f"{key}.semantic_size",
+               self.semantic_size, "must be a multiple of 8 between 16 and 512")
+
+
+@dataclass(frozen=True)
+class NerfArtOptions(ReconstructOptions):
+    """NeRF-Art (Wang et al. 2022): restyle a reconstruction with CLIP directional and contrastive losses."""
+
+    reconstruct_steps: int = 2000
+    """Steps of reconstruction before the style steps, when inputs.source_job is not given."""
+    style_lr: float = 1e-3
+    """Adam learning rate of the style fine-tuning (official code 5e-4 on its MLP; a hash grid takes more)."""
+    source_text: str = "a photo"
+    """Text describing the source, the start of the directional loss's text direction (official code)."""
+    negative_styles: tuple[str, ...] = ()
+    """Negative style texts of the contrastive losses; empty = the list shipped with the engine."""
+    n_patches: int = 8
+    """Random patches of each stylised render in the local contrastive loss."""
+    patch_fraction: float = 0.5
+    """Side of each patch over the render side."""
+    tau: float = 0.07
+    """InfoNCE temperature of the contrastive losses (paper)."""
+    lambda_directional: float = 1.0
+    """Weight of the relative directional CLIP loss (paper)."""
+    lambda_global: float = 0.2
+    """Weight of the global contrastive loss (paper)."""
+    lambda_local: float = 0.1
+    """Weight of the local (patch) contrastive loss (paper)."""
+    lambda_perceptual: float = 2.0
+    """Weight of the VGG perceptual loss against the source render (paper: ~2)."""
+    lambda_weight_reg: float = 0.1
+    """Weight of the ray-weight spread regulariser against clouds near the camera."""
+    chunk_rays: int = 4096
+    """Rays per chunk when the cached image gradient is back-propagated (0 = the whole image at once)."""
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        _check(self.reconstruct_steps >= 0, f"{key}.reconstruct_steps", self.reconstruct_steps, "must be >= 0")
+        _check(0 < self.style_lr < 1, f"{key}.style_lr", self.style_lr, "must be in (0, 1)")
+        _check(self.source_text.strip() != "", f"{key}.source_text", self.source_text, "must not be empty")
+        for i, text in enumerate(self.negative_styles):
+            _check(text.strip() != "", f"{key}.negative_styles[{i}]", text, "must not be empty")
+        _check(1 <= self.n_patches <= 64, f"{key}.n_patches", self.n_patches, "must be between 1 and 64")
+        _check(0.1 <= self.patch_fraction <= 1, f"{key}.patch_fraction", self.patch_fraction, "must be in [0.1, 1]")
+        _check(0 < self.tau <= 10, f"{key}.tau", self.tau, "must be in (0, 10]")
+        for name in ("lambda_directional", "lambda_global", "lambda_local", "lambda_perceptual", "lambda_weight_reg"):
+            _check(getattr(self, name) >= 0, f"{key}.{name}", getattr(self, name), "must be >= 0")
+        _check(self.chunk_rays == 0 or self.chunk_rays >= 64, f"{key}.chunk_rays", self.chunk_rays,
+               "must be 0 (no chunking) or >= 64")
+
+
+
 # Defaults of the common job sections, per method. Orbit: Dream Fields renders from radius 4
 # at 30 degrees elevation all around the object (360 degrees: narrower ranges leave the
 # sides unlearned) with a ~33 degree field of view. Samples: the paper's 192 are for an MLP
@@ -171,12 +292,43 @@ METHOD_DEFAULTS: dict[str, dict] = {
                   "fov_deg": (40.0, 70.0)},
         "needs_prompt": True,
     },
+    # Capture methods: the cameras come from the capture; orbit only sets the preview and
+    # turntable views (capture cameras are normalised to sit around radius 4, see engine/captures.py).
+    # render.size is the side of previews and of NeRF-Art's style renders; training draws rays.
+    "reconstruct": {
+        "steps": 3000,
+        "render": {"size": 64, "samples_per_ray": 96},
+        "orbit": {"radius": (4.0, 4.0), "elevation_deg": (30.0, 30.0), "azimuth_deg": (0.0, 360.0),
+                  "fov_deg": (40.0, 40.0)},
+        "needs_prompt": False,
+        "needs_capture": True,
+    },
+    "dietnerf": {
+        "steps": 3000,
+        "render": {"size": 64, "samples_per_ray": 96},
+        "orbit": {"radius": (4.0, 4.0), "elevation_deg": (30.0, 30.0), "azimuth_deg": (0.0, 360.0),
+                  "fov_deg": (40.0, 40.0)},
+        "needs_prompt": False,
+        "needs_capture": True,
+    },
+    # NeRF-Art: ~400 style steps (official code) after the reconstruction.
+    "nerf_art": {
+        "steps": 400,
+        "render": {"size": 128, "samples_per_ray": 96},
+        "orbit": {"radius": (4.0, 4.0), "elevation_deg": (30.0, 30.0), "azimuth_deg": (0.0, 360.0),
+                  "fov_deg": (40.0, 40.0)},
+        "needs_prompt": True,
+        "needs_capture": True,
+    },
 }
 
 METHOD_OPTIONS: dict[str, type] = {
     "dream_fields": DreamFieldsOptions,
     "dreamfusion": DreamFusionOptions,
+    "reconstruct": ReconstructOptions,
+    "dietnerf": DietNeRFOptions,
+    "nerf_art": NerfArtOptions,
 }
 
 # Named in DESIGN.md, arriving in later engine versions; a job naming one gets a clear error.
-PLANNED_METHODS = ("reconstruct", "nerf_art", "dietnerf", "latent_edit")
+PLANNED_METHODS = ("latent_edit",)

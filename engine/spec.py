@@ -94,10 +94,16 @@ class ExportConfig:
 @dataclass(frozen=True)
 class InputsConfig:
     capture: str | None = None
-    """Path of a capture folder or transforms.json (capture methods only)."""
+    """Path of a capture: a folder with transforms.json (or NeRF-synthetic transforms_train.json), or the
+    JSON file itself (capture methods only). Checked when the job runs (capture_invalid)."""
+    source_job: str | None = None
+    """NeRF-Art: a finished reconstruct/dietnerf job folder whose latest checkpoint is the start of the
+    style steps; null = reconstruct the capture first, in this job."""
 
     def validate(self, key: str) -> None:
-        pass
+        for name in ("capture", "source_job"):
+            value = getattr(self, name)
+            _check(value is None or value.strip() != "", f"{key}.{name}", value, "must be a non-empty path or null")
 
 
 @dataclass(frozen=True)
@@ -190,6 +196,14 @@ def parse_job(raw: Any) -> JobSpec:
             raise invalid_job(name, None, "is required", hint=f'add "{name}" to job.json')
     spec = JobSpec(**values)
     _validate_top(spec, needs_prompt=defaults.get("needs_prompt", True))
+    if defaults.get("needs_capture"):
+        _check(spec.inputs.capture is not None, "inputs.capture", None,
+               f"method {method} needs a capture: a folder with transforms.json")
+    else:
+        _check(spec.inputs.capture is None and spec.inputs.source_job is None, "inputs", raw.get("inputs"),
+               f"method {method} takes no inputs")
+    if spec.inputs.source_job is not None:
+        _check(method == "nerf_art", "inputs.source_job", spec.inputs.source_job, "only nerf_art starts from a job")
     return spec
 
 

@@ -22,8 +22,12 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def save_checkpoint(job_dir: Path, step: int, modules: dict[str, torch.nn.Module],
-                    optimizer: torch.optim.Optimizer | None, job: dict) -> Path:
-    """Write the state after `step` completed steps; returns the tensor file."""
+                    optimizer: torch.optim.Optimizer | None, job: dict, object_frame: dict | None = None) -> Path:
+    """Write the state after `step` completed steps; returns the tensor file.
+
+    object_frame: where the object cube sits in the world (ObjectFrame.to_dict()), so that
+    `render` and `export` put results where the run would have.
+    """
     folder = Path(job_dir) / "checkpoints"
     folder.mkdir(exist_ok=True)
     tensors, scalars = {}, {}
@@ -45,6 +49,7 @@ def save_checkpoint(job_dir: Path, step: int, modules: dict[str, torch.nn.Module
     save_file(tensors, str(tmp))
     os.replace(tmp, folder / name)
     _write_json(folder / "latest.json", {"format": FORMAT, "step": step, "tensors": name, "job": job,
+                                         "object_frame": object_frame,
                                          "optimizer": {"param_groups": groups, "scalars": scalars}})
     for old in folder.glob("step_*.safetensors"):
         if old.name != name:

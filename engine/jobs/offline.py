@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..cameras import camera_rays, focal_from_fov, turntable
+from ..captures import ObjectFrame
 from ..errors import EngineError
 from ..methods import METHODS
 from ..render import composite
@@ -15,24 +16,27 @@ from ..render.image import render_pixels
 from ..spec import ExportConfig, load_job
 from .checkpoint import load_checkpoint, read_checkpoint_meta
 from .images import save_png
-from .run import export_result, pick_device
+from .run import export_result, object_frame, pick_device
 
 
 def load_field(job_dir: Path, device_name: str | None = None):
-    """The job's spec, its field restored from the latest checkpoint, and the device."""
+    """The job's spec, its field restored from the latest checkpoint, the device and the object frame."""
     spec = load_job(job_dir)
-    if read_checkpoint_meta(job_dir) is None:
+    meta = read_checkpoint_meta(job_dir)
+    if meta is None:
         raise EngineError("invalid_job", f"{job_dir} has no checkpoint yet",
                           "run the job first (checkpoints are written on checkpoint_every, on cancel and at the end)")
     device = pick_device(device_name or spec.device)
     field = METHODS[spec.method].make_field(spec).to(device)
     load_checkpoint(job_dir, {"field": field}, None, device)
     field.eval()
-    return spec, field, device
+    # Checkpoints before capture methods had no frame: the cube around look_at.
+    frame = ObjectFrame.from_dict(meta["object_frame"]) if meta.get("object_frame") else object_frame(spec)
+    return spec, field, device, frame
 
 
-def read_cameras(path: Path, look_at) -> list[dict]:
-    """transforms.json -> per frame: c2w (object space), width, height, fx, fy, cx, cy, name.
+def read_cameras(path: Path, frame: ObjectFrame) -> list[dict]:
+    """transforms.json (world cameras) -> per frame: c2w (object space), width, height, fx, fy, cx, cy, name.
 
     Intrinsics as `camera_angle_x` or `fl_x, fl_y, cx, cy, w, h`, per file or per frame.
     """
@@ -47,7 +51,7 @@ def read_cameras(path: Path, look_at) -> list[dict]:
         if m.shape != (4, 4) or not torch.isfinite(m).all():
             raise EngineError("invalid_job", f"{path}: frames[{i}].transform_matrix is not a finite 4x4 matrix",
                               "fix the camera matrix")
-        m[:3, 3] -= torch.tensor(look_at, dtype=torch.float32)
+        m = frame.c2w_to_object(m)
         w, h = int(get("w", 0) or 0), int(get("h", 0) or 0)
         if get("fl_x") is not None:
             fx = float(get("fl_x"))
@@ -65,10 +69,10 @@ def read_cameras(path: Path, look_at) -> list[dict]:
 def render_command(job_dir: Path, out_dir: Path, cameras: Path | None, turntable_n: int | None,
                    size: int | None, background: str) -> dict:
     """Render the job's field; writes PNGs and the transforms.json of what was rendered."""
-    spec, field, device = load_field(job_dir)
+    spec, field, device, frame = load_field(job_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if cameras is not None:
-        cams = read_cameras(cameras, spec.orbit.look_at)
+        cams = read_cameras(cameras, frame)
     else:
         views = turntable(spec.orbit, turntable_n or 36)
         cams = [{"c2w": views.c2w[i], "w": 0, "h": 0, "fx": None, "fy": None, "cx": None, "cy": None,
@@ -92,8 +96,7 @@ def render_command(job_dir: Path, out_dir: Path, cameras: Path | None, turntable
             image = composite(rgb, alpha, torch.full((3,), 1.0 if background == "white" else 0.0, device=device))
         file_name = f"{cam['name']}.png"
         save_png(image, out_dir / file_name)
-        world = cam["c2w"].clone()
-        world[:3, 3] += torch.tensor(spec.orbit.look_at)
+        world = frame.c2w_to_world(cam["c2w"])
         frames.append({"file_path": file_name, "transform_matrix": world.tolist(), "fl_x": fx, "fl_y": fy,
                        "cx": cx, "cy": cy, "w": w, "h": h})
     transforms = {"camera_model": "PINHOLE", "frames": frames}
@@ -103,9 +106,9 @@ def render_command(job_dir: Path, out_dir: Path, cameras: Path | None, turntable
 
 def export_command(job_dir: Path, resolution: int | None, threshold, texture_size: int | None) -> dict:
     """Re-extract result/ from the latest checkpoint, e.g. with another threshold."""
-    spec, field, device = load_field(job_dir)
+    spec, field, device, frame = load_field(job_dir)
     e = spec.export
     export = ExportConfig(resolution=resolution or e.resolution, threshold=e.threshold if threshold is None else threshold,
                           texture_size=e.texture_size if texture_size is None else texture_size, formats=e.formats)
     export.validate("export")
-    return export_result(field, spec, job_dir, device, export)
+    return export_result(field, spec, job_dir, device, export, frame)

@@ -124,6 +124,15 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
         # 3. Seed, then build the method: field, guidance models, optimiser.
         torch.manual_seed(spec.seed)
         method = METHODS[spec.method].build(spec, device)
+        # A method may run more steps than spec.steps (NeRF-Art reconstructs first) and may place
+        # the object cube elsewhere than orbit.look_at (capture methods: the capture's frame).
+        total_steps = getattr(method, "total_steps", spec.steps)
+        frame = getattr(method, "frame", None) or object_frame(spec)
+
+        def checkpoint(step: int) -> None:
+            save_checkpoint(job_dir, step, method.modules, method.optimizer, spec.to_dict(), frame.to_dict())
+            events.emit("artifact", kind="checkpoint", path="checkpoints/latest.json", step=step)
+
         start = 0
         # 4. Resume from the latest checkpoint.
         if resume:
@@ -136,10 +145,9 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
             log.info("resumed from step %d", start)
         # 5. Optimise.
         t0, last_progress, timed_steps = time.monotonic(), 0.0, 0
-        for step in range(start, spec.steps):
+        for step in range(start, total_steps):
             if cancel.requested():
-                save_checkpoint(job_dir, step, method.modules, method.optimizer, spec.to_dict())
-                events.emit("artifact", kind="checkpoint", path="checkpoints/latest.json", step=step)
+                checkpoint(step)
                 events.emit("finished", status="cancelled", step=step)
                 return EXIT_CODES["cancelled"]
             for group in method.optimizer.param_groups:
@@ -154,35 +162,43 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
                     f"({ {k: v.item() for k, v in result.losses.items()} })",
                     "lower options.lr or try another seed; "
                     + (f"the last good checkpoint (step {kept['step']}) is kept" if kept else "no checkpoint was written yet"))
-            total.backward()
+            # A loss may arrive detached: the method back-propagated it itself (NeRF-Art's chunked
+            # image losses); it still counts in the reported total and the divergence check.
+            if total.requires_grad:
+                total.backward()
             method.optimizer.step()
             done, timed_steps = step + 1, timed_steps + 1
             # 6. Events, previews and checkpoints on their schedules.
             now = time.monotonic()
-            if now - last_progress >= 0.25 or done == spec.steps or done == start + 1:
+            if now - last_progress >= 0.25 or done == total_steps or done == start + 1:
                 elapsed = now - t0
-                events.emit("progress", step=done, total=spec.steps, elapsed_s=round(elapsed, 3),
-                            eta_s=round(elapsed / timed_steps * (spec.steps - done), 1),
+                events.emit("progress", step=done, total=total_steps, elapsed_s=round(elapsed, 3),
+                            eta_s=round(elapsed / timed_steps * (total_steps - done), 1),
                             losses={k: v.item() for k, v in result.losses.items()}, metrics=result.metrics,
                             lr=method.learning_rate(step))
                 last_progress = now
             if spec.preview_every and done % spec.preview_every == 0:
                 path = write_preview(method.field, spec, job_dir, done, device)
                 events.emit("preview", step=done, path=path)
-            if spec.preview_mesh_every and done % spec.preview_mesh_every == 0 and done < spec.steps:
-                path = write_preview_mesh(method.field, spec, job_dir, done, device)
+            if spec.preview_mesh_every and done % spec.preview_mesh_every == 0 and done < total_steps:
+                path = write_preview_mesh(method.field, spec, job_dir, done, device, frame)
                 if path:
                     events.emit("artifact", kind="preview_mesh", path=path, step=done)
-            if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < spec.steps:
-                save_checkpoint(job_dir, done, method.modules, method.optimizer, spec.to_dict())
-                events.emit("artifact", kind="checkpoint", path="checkpoints/latest.json", step=done)
-        # 7. Final checkpoint and mesh export.
-        save_checkpoint(job_dir, spec.steps, method.modules, method.optimizer, spec.to_dict())
-        events.emit("artifact", kind="checkpoint", path="checkpoints/latest.json", step=spec.steps)
-        for kind, path in export_result(method.field, spec, job_dir, device).items():
+            if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < total_steps:
+                checkpoint(done)
+        # 7. Final checkpoint, the method's own evaluation (held-out views), mesh export.
+        checkpoint(total_steps)
+        if hasattr(method, "evaluate"):
+            with torch.no_grad():
+                metrics = method.evaluate(job_dir)
+            if metrics:
+                write_json(job_dir / "result" / "metrics.json", metrics)
+                log.info("evaluation: %s", metrics)
+                events.emit("artifact", kind="metrics", path="result/metrics.json", metrics=metrics)
+        for kind, path in export_result(method.field, spec, job_dir, device, frame=frame).items():
             events.emit("artifact", kind=kind, path=path)
         # 8. Finish.
-        events.emit("finished", status="succeeded", step=spec.steps)
+        events.emit("finished", status="succeeded", step=total_steps)
         return EXIT_CODES["succeeded"]
     except EngineError as e:
         return _fail(events, e)
@@ -265,7 +281,24 @@ def field_callables(field, device, chunk: int = 65536):
     return density_fn, albedo_fn
 
 
-def write_preview_mesh(field, spec, job_dir: Path, step: int, device) -> str | None:
+def object_frame(spec):
+    """Where text methods make the object: the cube around orbit.look_at, unscaled."""
+    from ..captures import ObjectFrame
+
+    return ObjectFrame(tuple(spec.orbit.look_at), 1.0)
+
+
+def write_json(path: Path, data: dict) -> None:
+    """Atomically, so a reader never sees half a file."""
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_preview_mesh(field, spec, job_dir: Path, step: int, device, frame) -> str | None:
     """A coarse mesh for the add-on's live preview; None while the field has no surface yet."""
     from ..mesh import export_mesh
 
@@ -274,22 +307,25 @@ def write_preview_mesh(field, spec, job_dir: Path, step: int, device) -> str | N
     try:
         export_mesh(density_fn, albedo_fn, job_dir / "previews", resolution=min(64, spec.export.resolution),
                     threshold=spec.export.threshold, texture_size=0, formats=("npz",),
-                    offset=spec.orbit.look_at, name=name, opaque_density=opaque_density(spec))
+                    offset=frame.offset, scale=frame.scale, name=name, opaque_density=opaque_density(spec))
     except EngineError as e:
         log.info("no preview mesh at step %d: %s", step, e.message)
         return None
     return f"previews/{name}.npz"
 
 
-def export_result(field, spec, job_dir: Path, device, export=None) -> dict[str, str]:
-    """Extract and bake the final mesh into result/; returns artifact kind -> relative path."""
+def export_result(field, spec, job_dir: Path, device, export=None, frame=None) -> dict[str, str]:
+    """Extract and bake the final mesh into result/; returns artifact kind -> relative path.
+
+    frame: the ObjectFrame of the run (default: the cube around orbit.look_at)."""
     from ..mesh import export_mesh
 
     export = export or spec.export
+    frame = frame or object_frame(spec)
     density_fn, albedo_fn = field_callables(field, device)
     result = export_mesh(density_fn, albedo_fn, job_dir / "result", resolution=export.resolution,
                          threshold=export.threshold, texture_size=export.texture_size, formats=export.formats,
-                         offset=spec.orbit.look_at, opaque_density=opaque_density(spec))
+                         offset=frame.offset, scale=frame.scale, opaque_density=opaque_density(spec))
     log.info("mesh: %d vertices, %d faces, threshold %.4g, %s", result.n_vertices, result.n_faces,
              result.threshold, {k: round(v, 2) for k, v in result.timings.items()})
     kinds = {"npz": "mesh", "glb": "glb"}

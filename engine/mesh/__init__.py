@@ -5,6 +5,7 @@ about fields or torch.
 """
 from __future__ import annotations
 
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -13,9 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from engine.mesh.bake import AlbedoFn, bake_texture, unwrap, vertex_colors
-from engine.mesh.extract import marching_cubes, remove_floaters
+from engine.mesh.extract import fill_cavities, marching_cubes, remove_floaters
 from engine.mesh.grid import DEFAULT_OPAQUE_DENSITY, DensityFn, DensityGrid, choose_threshold
 from engine.mesh.io import png_bytes, vertex_normals, write_glb, write_npz
+
+log = logging.getLogger("engine.mesh")
 
 FORMATS = ("npz", "glb")
 
@@ -53,6 +56,7 @@ def export_mesh(
     texture_size: int = 0,
     formats: tuple[str, ...] = FORMATS,
     offset: tuple[float, float, float] = (0.0, 0.0, 0.0),
+    scale: float = 1.0,
     chunk: int = 262144,
     keep_fraction: float = 0.05,
     name: str = "mesh",
@@ -66,8 +70,9 @@ def export_mesh(
     Both are called with at most `chunk` points. resolution: grid cells per axis.
     threshold: density iso-level or "auto" (opaque_density, the density the renderer sees as
     opaque; see grid.choose_threshold). texture_size: 0 for vertex colours only,
-    else also a texture_size^2 UV texture. offset: world translation of the object
-    (orbit.look_at), added to the written vertices. keep_fraction: components with
+    else also a texture_size^2 UV texture. offset, scale: where the object cube sits in the
+    world (orbit.look_at and 1, or a capture's ObjectFrame): written vertices are
+    object * scale + offset. keep_fraction: components with
     fewer faces than this fraction of the largest are dropped. coarse_factor: a power
     of two; the density is queried on every coarse_factor-th lattice point (at least
     grid.MIN_COARSE_CELLS per axis), then only near the surface (grid.DensityGrid);
@@ -99,6 +104,9 @@ def export_mesh(
     grid.refine(level)
     queries = grid.queries
     done("refine")
+    filled = fill_cavities(grid.values, level)
+    if filled:
+        log.info("filled %d enclosed empty cells (hidden inside the object)", filled)
     vertices, faces = marching_cubes(grid.values, level, resolution)
     del grid
     done("marching_cubes")
@@ -121,7 +129,7 @@ def export_mesh(
         done("texture")
 
     # 7. Write every file under a temporary name, then rename them all.
-    world = vertices + np.asarray(offset, np.float32)
+    world = vertices * np.float32(scale) + np.asarray(offset, np.float32)
     normals = vertex_normals(vertices, faces)
     files = {}  # format -> (file name, writer(binary file))
     if texture_size:

@@ -27,6 +27,42 @@ def marching_cubes(grid: np.ndarray, level: float, resolution: int) -> tuple[np.
     return vertices, faces.astype(np.int64)
 
 
+def fill_cavities(grid: np.ndarray, level: float) -> int:
+    """Fill, in place, the empty space no path of empty cells links to the outside; returns the cells filled.
+
+    A reconstruction never sees inside a solid object, so its density there is whatever the
+    optimiser left: membranes and bubbles that marching cubes turns into hidden surfaces (most
+    of the faces of a fitted box). Filling the enclosed empty space above the level leaves only
+    what can be seen. grid: (G,G,G) with an empty border, as marching_cubes takes it.
+    Reachability spreads along whole runs of empty cells per axis in one pass (a run touched
+    anywhere is reached everywhere), so a few sweeps over x, y, z reach every bend.
+    """
+    empty = grid <= np.float64(level)
+    reach = np.zeros_like(empty)
+    reach[0], reach[-1], reach[:, 0], reach[:, -1], reach[:, :, 0], reach[:, :, -1] = (
+        empty[0], empty[-1], empty[:, 0], empty[:, -1], empty[:, :, 0], empty[:, :, -1])
+    count = int(reach.sum())
+    while True:
+        for axis in range(3):
+            e = np.moveaxis(empty, axis, -1)
+            r = np.moveaxis(reach, axis, -1)
+            lines_e, lines_r = e.reshape(-1, e.shape[-1]), r.reshape(-1, r.shape[-1])
+            starts = lines_e.copy()
+            starts[:, 1:] &= ~lines_e[:, :-1]
+            ids = np.cumsum(starts.ravel()).reshape(lines_e.shape) * lines_e  # run number, 0 = not empty
+            hit = np.zeros(int(ids.max()) + 1, bool)
+            hit[ids[lines_r]] = True
+            hit[0] = False
+            reach = np.moveaxis(hit[ids].reshape(e.shape), -1, axis)
+        new = int(reach.sum())
+        if new == count:
+            break
+        count = new
+    cavities = empty & ~reach
+    grid[cavities] = np.float32(level) * 2 + 1
+    return int(cavities.sum())
+
+
 def face_components(faces: np.ndarray, n_vertices: int) -> np.ndarray:
     """(M,) int64 component label of each face; faces sharing a vertex share a label.
 

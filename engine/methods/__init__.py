@@ -7,12 +7,13 @@ A method module provides:
   (loss name -> weight) and `step(step, generator) -> StepOutput` (named, unweighted
   losses plus float metrics). The run loop (engine/jobs/run.py) does the rest.
 """
-from . import dream_fields, dreamfusion
+from . import dream_fields, dreamfusion, reconstruct
 from .base import StepOutput
 
 METHODS = {
     "dream_fields": dream_fields,
     "dreamfusion": dreamfusion,
+    "reconstruct": reconstruct,
 }
 
 __all__ = ["METHODS", "StepOutput"]

@@ -413,3 +413,20 @@ def test_dilate_grows_eight_texels():
     np.testing.assert_array_equal(np.argwhere(grown).min(0), [2, 2])
     np.testing.assert_array_equal(np.argwhere(grown).max(0), [18, 18])
     assert (padded[grown] == (200, 100, 50)).all()
+
+
+def test_enclosed_cavities_are_filled_and_open_ones_kept(tmp_path):
+    def shell(points):  # a hollow ball: dense for 0.3 < r < 0.6, empty inside
+        r = np.linalg.norm(points, axis=1)
+        return np.where((r > 0.3) & (r < 0.6), 100.0, 0.0).astype(np.float32)
+
+    def cup(points):  # the same shell with a hole to the outside through its top
+        d = shell(points)
+        return np.where((points[:, 2] > 0.2) & (np.linalg.norm(points[:, :2], axis=1) < 0.2), 0.0, d).astype(np.float32)
+
+    export_mesh(shell, lambda p: np.ones_like(p), tmp_path / "shell", resolution=64, threshold=50.0, formats=("npz",))
+    r = np.linalg.norm(load(tmp_path / "shell" / "mesh.npz")["vertices"], axis=1)
+    assert np.abs(r - 0.6).max() < 2 / 64  # only the outer sphere (within a cell): the hidden inner one is gone
+    export_mesh(cup, lambda p: np.ones_like(p), tmp_path / "cup", resolution=64, threshold=50.0, formats=("npz",))
+    r = np.linalg.norm(load(tmp_path / "cup" / "mesh.npz")["vertices"], axis=1)
+    assert r.min() < 0.35  # the inside of an open cup is visible and kept

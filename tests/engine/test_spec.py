@@ -33,7 +33,16 @@ BAD = [
     (with_("spec_version", DELETE), "spec_version"),
     (with_("method", DELETE), "method"),
     (with_("method", "nerf_magic"), "method"),
-    (with_("method", "nerf_art"), "method"),  # planned, not in this version: says so
+    (with_("method", "latent_edit"), "method"),  # planned, not in this version: says so
+    (with_("inputs.capture", "/some/capture"), "inputs"),  # a text method takes no capture
+    ({"spec_version": 1, "method": "reconstruct"}, "inputs.capture"),
+    ({"spec_version": 1, "method": "nerf_art", "inputs": {"capture": "/c"}}, "prompt"),
+    ({"spec_version": 1, "method": "reconstruct", "inputs": {"capture": "/c", "source_job": "/j"}}, "inputs.source_job"),
+    ({"spec_version": 1, "method": "reconstruct", "inputs": {"capture": ""}}, "inputs.capture"),
+    ({"spec_version": 1, "method": "dietnerf", "inputs": {"capture": "/c"}, "options": {"semantic_every": 0}},
+     "options.semantic_every"),
+    ({"spec_version": 1, "method": "nerf_art", "prompt": "x", "inputs": {"capture": "/c"},
+      "options": {"negative_styles": ["ok", " "]}}, "options.negative_styles[1]"),
     (with_("prompt", ""), "prompt"),
     (with_("prompt", "   "), "prompt"),
     (with_("prompt", 3), "prompt"),

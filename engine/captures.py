@@ -1,0 +1,381 @@
+"""Captures: photos of an object with camera poses, loaded, checked and placed in the object cube.
+
+A capture is a folder with `transforms.json` in the nerfstudio / instant-ngp layout
+(`frames[].file_path`, `frames[].transform_matrix`, intrinsics as `camera_angle_x` or
+`fl_x, fl_y, cx, cy, w, h`, per file or per frame), or the original NeRF-synthetic layout
+(`transforms_train.json` with `transforms_test.json` beside it, file paths without an
+extension). Camera matrices are camera-to-world, looking down -Z with +Y up (Blender's and
+NeRF's convention). Everything wrong with a capture is a `capture_invalid` error naming the
+file, the frame and the key.
+
+The engine works in the object cube [-1,1]^3; a capture lives anywhere in its world. An
+ObjectFrame (world = object * scale + offset, no rotation) maps one onto the other; results
+(meshes, renders' transforms.json) go back through it, so the mesh lands where the object was.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import EngineError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".exr", ".tif", ".tiff")
+# Distortion coefficients of nerfstudio's OPENCV and OPENCV_FISHEYE camera models.
+DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV", "SIMPLE_RADIAL", "RADIAL")
+# How far the object may reach in the cube: a margin against clipping at the cube's faces.
+OBJECT_EXTENT = 0.8
+# Cameras must see the cube from outside: its corners are 1.73 from the centre.
+MIN_CAMERA_DISTANCE = 2.0
+
+
+@dataclass(frozen=True)
+class ObjectFrame:
+    """world = object * scale + offset (translation and uniform scale; the capture's axes are kept)."""
+
+    offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    scale: float = 1.0
+
+    def c2w_to_object(self, c2w: torch.Tensor) -> torch.Tensor:
+        """(...,4,4) world camera-to-world -> object space (rotation kept, position moved and scaled)."""
+        out = c2w.clone()
+        out[..., :3, 3] = (c2w[..., :3, 3] - torch.tensor(self.offset, dtype=c2w.dtype)) / self.scale
+        return out
+
+    def c2w_to_world(self, c2w: torch.Tensor) -> torch.Tensor:
+        """(...,4,4) object-space camera-to-world -> world."""
+        out = c2w.clone()
+        out[..., :3, 3] = c2w[..., :3, 3] * self.scale + torch.tensor(self.offset, dtype=c2w.dtype)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"offset": list(self.offset), "scale": self.scale}
+
+    @staticmethod
+    def from_dict(d: dict) -> "ObjectFrame":
+        return ObjectFrame(tuple(float(v) for v in d["offset"]), float(d["scale"]))
+
+
+@dataclass
+class Capture:
+    """N frames of one size, in the object frame."""
+
+    images: torch.Tensor
+    """(N,H,W,3) float32 sRGB in [0,1], not premultiplied."""
+    alpha: torch.Tensor | None
+    """(N,H,W) float32 coverage in [0,1], or None when no image has transparency."""
+    c2w: torch.Tensor
+    """(N,4,4) float32 camera-to-world in object space."""
+    intrinsics: torch.Tensor
+    """(N,4) float32 fx, fy, cx, cy in pixels of the loaded images (cx, cy from the top left)."""
+    names: list[str]
+    """Frame names (file stems), for messages and rendered file names."""
+    test: torch.Tensor
+    """(N,) bool: held-out frames (NeRF-synthetic test split, or holdout_every)."""
+    frame: ObjectFrame
+    """Object space -> the capture's world."""
+    source: Path
+    """The transforms JSON file(s) were read from (the train file for the NeRF-synthetic layout)."""
+    warnings: list[str] = field(default_factory=list)
+    """What was ignored or adjusted (lens distortion, downsampling), for the job's log."""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(H, W)"""
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+    def split(self, test: bool) -> torch.Tensor:
+        """Indices (K,) of the test frames (test=True) or of the training frames."""
+        return torch.nonzero(self.test == test).flatten()
+
+
+def capture_invalid(message: str, hint: str) -> EngineError:
+    return EngineError("capture_invalid", message, hint)
+
+
+def find_transforms(path: str | Path) -> tuple[Path, list[tuple[Path, bool]]]:
+    """A capture path (folder or JSON file) -> (folder, [(json file, is_test)]).
+
+    A folder is read from transforms.json, else from the NeRF-synthetic transforms_train.json
+    (with transforms_test.json as held-out frames; transforms_val.json is not used).
+    """
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise capture_invalid(f"capture {p} does not exist", "give a capture folder with transforms.json")
+    if p.is_dir():
+        for name in ("transforms.json", "transforms_train.json"):
+            if (p / name).is_file():
+                p = p / name
+                break
+        else:
+            raise capture_invalid(f"capture folder {p} has no transforms.json (nor NeRF-synthetic transforms_train.json)",
+                                  "give a folder written by Capture Selected, nerfstudio or instant-ngp")
+    files = [(p, False)]
+    if p.name == "transforms_train.json" and (p.parent / "transforms_test.json").is_file():
+        files.append((p.parent / "transforms_test.json", True))
+    return p.parent, files
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise capture_invalid(f"{path}: not readable JSON ({e})", "fix or re-export the capture's transforms file") from None
+    if not isinstance(data, dict):
+        raise capture_invalid(f"{path}: must be a JSON object with 'frames'", "fix the transforms file")
+    return data
+
+
+def _image_path(folder: Path, file_path: str) -> Path | None:
+    """A frame's image; NeRF-synthetic paths come without an extension ("./train/r_0")."""
+    p = (folder / file_path).resolve()
+    if p.is_file():
+        return p
+    if not p.suffix or p.suffix.lower() not in IMAGE_SUFFIXES:
+        for suffix in IMAGE_SUFFIXES:
+            q = p.with_name(p.name + suffix)
+            if q.is_file():
+                return q
+    return None
+
+
+def _matrix(value, where: str) -> np.ndarray:
+    try:
+        m = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        m = None
+    if m is None or m.shape not in ((4, 4), (3, 4)) or not np.isfinite(m).all():
+        raise capture_invalid(f"{where}.transform_matrix is not a finite 4x4 matrix (got {str(value)[:80]})",
+                              "each frame needs a camera-to-world 4x4 transform_matrix")
+    if m.shape == (3, 4):
+        m = np.vstack([m, [0, 0, 0, 1]])
+    if not np.allclose(m[3], [0, 0, 0, 1], atol=1e-4):
+        raise capture_invalid(f"{where}.transform_matrix: last row is {m[3].tolist()}, not [0, 0, 0, 1]",
+                              "transform_matrix must be a rigid camera-to-world matrix")
+    r = m[:3, :3]
+    if not np.allclose(r.T @ r, np.eye(3), atol=2e-3) or np.linalg.det(r) < 0:
+        raise capture_invalid(f"{where}.transform_matrix: the rotation part is not a rotation "
+                              f"(scaled, sheared or mirrored; det {np.linalg.det(r):.3g})",
+                              "write camera-to-world matrices without scale (apply the object's scale in Blender)")
+    return m
+
+
+def _load_image(path: Path, where: str) -> np.ndarray:
+    """(H,W,4) float32 in [0,1]; alpha 1 where the file has none."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode in ("I;16", "I;16B", "I"):
+                im = im.point(lambda v: v / 256).convert("L")
+            has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
+            arr = np.asarray(im.convert("RGBA" if has_alpha else "RGB"), dtype=np.float32) / 255.0
+    except (OSError, ValueError) as e:
+        raise capture_invalid(f"{where}: cannot read image {path} ({e})", "re-export the image as PNG or JPEG") from None
+    if arr.shape[-1] == 3:
+        arr = np.concatenate([arr, np.ones_like(arr[..., :1])], axis=-1)
+    return arr
+
+
+def _resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Area-averaged downsampling of (H,W,4) premultiplied by alpha, so edges do not bleed the background."""
+    t = torch.from_numpy(arr).permute(2, 0, 1)[None]
+    t = torch.cat([t[:, :3] * t[:, 3:], t[:, 3:]], dim=1)
+    t = torch.nn.functional.interpolate(t, size=(height, width), mode="area")[0]
+    rgb = t[:3] / t[3:].clamp(min=1e-6)
+    return torch.cat([torch.where(t[3:] > 0, rgb, torch.zeros_like(rgb)), t[3:]]).permute(1, 2, 0).numpy()
+
+
+def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int = 0,
+                 load_images: bool = True) -> Capture:
+    """Read, check and normalise a capture. Raises EngineError("capture_invalid") naming what is wrong.
+
+    max_image_size: longest side after loading (larger images are downsampled, intrinsics follow).
+    holdout_every: also hold out every k-th training frame as a test view (0 = none).
+    load_images: False reads only the cameras (images (N,1,1,3) of zeros), for quick checks.
+    """
+    folder, files = find_transforms(path)
+    source = files[0][0]
+    warnings: list[str] = []
+    records = []
+    for file, is_test in files:
+        data = _read_json(file)
+        frames = data.get("frames")
+        if not isinstance(frames, list) or not frames:
+            raise capture_invalid(f"{file}: no frames", "a capture needs a non-empty 'frames' list")
+        model = str(data.get("camera_model", "PINHOLE")).upper()
+        if model not in PINHOLE_MODELS:
+            raise capture_invalid(f"{file}: camera_model {model} is not supported (pinhole cameras only)",
+                                  "undistort the images (e.g. nerfstudio's ns-process-data) and write a PINHOLE capture")
+        for i, frame in enumerate(frames):
+            where = f"{file.name}: frames[{i}]"
+            if not isinstance(frame, dict):
+                raise capture_invalid(f"{where} is not an object", "each frame needs file_path and transform_matrix")
+            records.append((file, is_test, i, where, data, frame))
+
+    images, alphas, c2ws, intr, names, tests = [], [], [], [], [], []
+    shape = None
+    distorted = []
+    for file, is_test, i, where, data, frame in records:
+        def get(key, default=None):  # per-frame values override the file's
+            return frame.get(key, data.get(key, default))
+
+        file_path = frame.get("file_path")
+        if not isinstance(file_path, str) or not file_path:
+            raise capture_invalid(f"{where} has no file_path", "each frame needs the path of its image")
+        if "transform_matrix" not in frame:
+            raise capture_invalid(f"{where} has no transform_matrix", "each frame needs a camera-to-world matrix")
+        m = _matrix(frame["transform_matrix"], where)
+        image_path = _image_path(file.parent, file_path)
+        if image_path is None:
+            raise capture_invalid(f"{where}: image {file_path!r} not found (looked in {file.parent})",
+                                  "copy the image into the capture folder or fix file_path")
+        if load_images:
+            arr = _load_image(image_path, where)
+            h, w = arr.shape[:2]
+        else:
+            from PIL import Image
+
+            with Image.open(image_path) as im:
+                w, h = im.size
+            arr = None
+        declared = (get("w"), get("h"))
+        if declared[0] is not None and declared[1] is not None and (int(declared[0]), int(declared[1])) != (w, h):
+            raise capture_invalid(f"{where}: image {image_path.name} is {w}x{h} but w, h say "
+                                  f"{int(declared[0])}x{int(declared[1])}", "fix w and h or re-export the image")
+        if shape is None:
+            shape = (h, w)
+        elif (h, w) != shape:
+            raise capture_invalid(f"{where}: image {image_path.name} is {w}x{h}, the first frame's is "
+                                  f"{shape[1]}x{shape[0]}", "all images of a capture must have the same size")
+        if get("fl_x") is not None:
+            fx = float(get("fl_x"))
+            fy = float(get("fl_y", fx))
+        elif get("camera_angle_x") is not None:
+            fx = 0.5 * w / math.tan(0.5 * float(get("camera_angle_x")))
+            fy = 0.5 * h / math.tan(0.5 * float(get("camera_angle_y"))) if get("camera_angle_y") is not None else fx
+        else:
+            raise capture_invalid(f"{where} has no intrinsics", "give camera_angle_x, or fl_x, fl_y, cx, cy, w, h")
+        cx, cy = float(get("cx", w / 2)), float(get("cy", h / 2))
+        if not all(math.isfinite(v) and v > 0 for v in (fx, fy)) or not (0 <= cx <= w and 0 <= cy <= h):
+            raise capture_invalid(f"{where}: intrinsics fx={fx:g}, fy={fy:g}, cx={cx:g}, cy={cy:g} do not fit a "
+                                  f"{w}x{h} image", "focal lengths must be > 0 and the principal point inside the image")
+        if any(float(get(k, 0.0) or 0.0) != 0.0 for k in DISTORTION_KEYS):
+            distorted.append(where)
+        images.append(arr)
+        c2ws.append(m)
+        intr.append((fx, fy, cx, cy))
+        names.append(Path(file_path).stem)
+        tests.append(is_test)
+    if distorted:
+        warnings.append(f"lens distortion coefficients ({', '.join(DISTORTION_KEYS)}) of {len(distorted)} frame(s) "
+                        "are ignored: the images are used as if undistorted; undistort them first for best results")
+
+    h, w = shape
+    scale_px = min(1.0, max_image_size / max(h, w))
+    if scale_px < 1.0:
+        nh, nw = max(1, round(h * scale_px)), max(1, round(w * scale_px))
+        warnings.append(f"images downsampled from {w}x{h} to {nw}x{nh} (options.max_image_size {max_image_size})")
+        sx, sy = nw / w, nh / h
+        intr = [(fx * sx, fy * sy, cx * sx, cy * sy) for fx, fy, cx, cy in intr]
+        if load_images:
+            images = [_resize(a, nh, nw) for a in images]
+        h, w = nh, nw
+    if load_images:
+        stack = torch.from_numpy(np.stack(images)).float()
+        rgb, alpha = stack[..., :3].contiguous(), stack[..., 3].contiguous()
+        if bool((alpha >= 1).all()):
+            alpha = None
+    else:
+        rgb, alpha = torch.zeros(len(c2ws), 1, 1, 3), None
+
+    world = torch.from_numpy(np.stack(c2ws)).float()
+    intrinsics = torch.tensor(intr, dtype=torch.float32)
+    frame = normalise(world, intrinsics, (h, w), _bounds(_read_json(source), source))
+    test = torch.tensor(tests, dtype=torch.bool)
+    if holdout_every:
+        train = torch.nonzero(~test).flatten()
+        test[train[holdout_every - 1::holdout_every]] = True
+    if bool(test.all()):
+        raise capture_invalid(f"{source}: every frame is held out", "lower options.holdout_every or add frames")
+    return Capture(rgb, alpha, frame.c2w_to_object(world), intrinsics, names, test, frame, source, warnings)
+
+
+def _bounds(data: dict, path: Path) -> np.ndarray | None:
+    """The capture's world bounding box `text3d_bounds` [[min xyz], [max xyz]] (Capture Selected writes it)."""
+    if "text3d_bounds" not in data:
+        return None
+    try:
+        b = np.asarray(data["text3d_bounds"], dtype=np.float64)
+    except (TypeError, ValueError):
+        b = None
+    if b is None or b.shape != (2, 3) or not np.isfinite(b).all() or (b[1] < b[0]).any():
+        raise capture_invalid(f"{path}: text3d_bounds must be [[xmin, ymin, zmin], [xmax, ymax, zmax]] "
+                              f"(got {data['text3d_bounds']!r})", "fix or remove text3d_bounds")
+    return b
+
+
+def normalise(c2w: torch.Tensor, intrinsics: torch.Tensor, size: tuple[int, int],
+              bounds: np.ndarray | None = None) -> ObjectFrame:
+    """Where the object cube sits in the capture's world.
+
+    With bounds (the objects' world box), the box's centre becomes the cube's and its largest
+    half side OBJECT_EXTENT. Without, the centre is the point nearest to every camera's optical
+    axis (least squares, as instant-ngp) and the object is assumed to fill the views: its half
+    size is the half width of the narrowest view at the median camera distance. Either way the
+    scale is capped so that every camera stays MIN_CAMERA_DISTANCE from the centre in object units.
+    c2w: (N,4,4) world; intrinsics (N,4) fx, fy, cx, cy; size (H, W).
+    """
+    eye = c2w[:, :3, 3].double()
+    forward = -c2w[:, :3, 2].double()
+    if bounds is not None:
+        centre = torch.from_numpy((bounds[0] + bounds[1]) / 2)
+        half = float((bounds[1] - bounds[0]).max()) / 2
+        scale = max(half, 1e-6) / OBJECT_EXTENT
+    else:
+        # sum_i (I - f_i f_i^T) (c - e_i) = 0: the point with the least squared distance to all axes.
+        proj = torch.eye(3, dtype=torch.float64) - forward[:, :, None] * forward[:, None, :]
+        a, b = proj.sum(0), (proj @ eye[:, :, None]).sum(0)[:, 0]
+        if len(eye) < 2 or torch.linalg.cond(a) > 1e6:
+            raise capture_invalid("the cameras' axes do not meet near one point (parallel or a single camera), "
+                                  "so the object's position is unknown",
+                                  'add "text3d_bounds": [[xmin,ymin,zmin],[xmax,ymax,zmax]] to transforms.json')
+        centre = torch.linalg.solve(a, b)
+        ahead = ((centre - eye) * forward).sum(-1)
+        if bool((ahead <= 0).any()):
+            raise capture_invalid("some cameras look away from the point the others look at",
+                                  'add "text3d_bounds" to transforms.json to say where the object is')
+        h, w = size
+        half_fov = torch.minimum(torch.atan(0.5 * w / intrinsics[:, 0]), torch.atan(0.5 * h / intrinsics[:, 1])).double()
+        scale = float((ahead * torch.tan(half_fov)).median())
+    nearest = float((eye - centre).norm(dim=-1).min())
+    scale = min(scale, nearest / MIN_CAMERA_DISTANCE)
+    if not scale > 0:
+        raise capture_invalid("a camera sits at the object's centre", "check the capture's camera positions")
+    return ObjectFrame(tuple(float(v) for v in centre), float(scale))
+
+
+def capture_rays(capture: Capture, index: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays of every pixel of frame `index` in object space: origins, dirs (H*W,3), row-major from the top left."""
+    from .cameras import camera_rays
+
+    h, w = capture.size
+    fx, fy, cx, cy = capture.intrinsics[index].tolist()
+    return camera_rays(capture.c2w[index].to(device), fx, w, h, cx, cy, focal_y=fy)
+
+
+def describe(capture: Capture) -> dict:
+    """A JSON summary: frame counts, size, the object frame, cameras in world space (for `capture` and tests)."""
+    h, w = capture.size
+    return {"source": str(capture.source), "frames": len(capture.names), "train": int((~capture.test).sum()),
+            "test": int(capture.test.sum()), "width": w, "height": h, "has_alpha": capture.alpha is not None,
+            "object_frame": capture.frame.to_dict(), "warnings": capture.warnings,
+            "cameras": [{"name": n, "transform_matrix": capture.frame.c2w_to_world(c).tolist(),
+                         "fl_x": k[0], "fl_y": k[1], "cx": k[2], "cy": k[3], "test": bool(t)}
+                        for n, c, k, t in zip(capture.names, capture.c2w, capture.intrinsics.tolist(), capture.test)]}
