@@ -4,9 +4,12 @@
     job = t3d.generate("a ceramic teapot", steps=300, seed=1)   # returns at once
     job.wait(); job.status, job.result                          # blocks, drives the job itself
     t3d.batch(["a red chair", "a blue lamp"], quality="draft")  # one after another, on a grid
+    folder = t3d.capture_selected(views=24)                     # renders the selected objects
+    t3d.restyle(folder, "a bronze statue", wait=True)           # NeRF-Art on that capture
 
-Settings start from the scene's Text3D panel and the add-on preferences; any keyword of
-jobspec.Settings overrides them, as do engine_python=, engine_root=, jobs_dir=, location=.
+Settings start from the scene's Text3D panel (its Restyle section for restyle) and the add-on
+preferences; any keyword of jobspec.Settings overrides them, as do engine_python=,
+engine_root=, jobs_dir=, location=.
 `wait=True` drives the job from the calling thread, which background Blender needs
 because its timers never fire.
 """
@@ -19,7 +22,7 @@ from pathlib import Path
 
 import bpy
 
-from . import jobspec, paths, props
+from . import jobspec, paths, props, scene_capture
 from .jobs import MANAGER, Job
 
 RUN_OPTIONS = ("engine_python", "engine_root", "jobs_dir", "location", "cancel_grace_s")
@@ -42,6 +45,11 @@ class JobHandle:
     @property
     def done(self) -> bool:
         return self.status in ("succeeded", "failed", "cancelled")
+
+    @property
+    def title(self) -> str:
+        """The prompt, or for a capture job the capture's name and the style."""
+        return self._job.title if self._job else self.prompt
 
     @property
     def error(self) -> dict | None:
@@ -88,11 +96,39 @@ class JobHandle:
 
 def generate(prompt: str, *, wait: bool = False, timeout: float | None = None, **overrides) -> JobHandle:
     """Start (or queue) one job; raises jobspec.SettingsError before anything starts."""
-    job = _make_job(prompt, overrides)
-    handle = JobHandle(MANAGER.submit(job), prompt)
-    if wait:
-        handle.wait(timeout)
-    return handle
+    run_options = _run_options(overrides)
+    return _submit(_make_job(settings_for(prompt, **overrides), run_options), wait, timeout)
+
+
+def restyle(capture: str | Path, prompt: str = "", method: str = "nerf_art", *, wait: bool = False,
+            timeout: float | None = None, **overrides) -> JobHandle:
+    """Start (or queue) a capture job: restyle (nerf_art, with a style prompt), reconstruct or dietnerf.
+
+    The mesh is imported where the captured objects were (location= moves it); raises
+    jobspec.SettingsError before anything starts.
+    """
+    run_options = _run_options(overrides)
+    settings = restyle_settings_for(str(capture), prompt, method, **overrides)
+    return _submit(_make_job(settings, run_options), wait, timeout)
+
+
+def capture_selected(out_dir: str | Path | None = None, views: int = 24, size: int = 256, engine: str = "WORKBENCH",
+                     *, samples: int = 16, layout: str = "sphere", objects=None, jobs_dir: str | Path | None = None
+                     ) -> Path:
+    """Render the selected objects (or `objects`) into a capture folder for restyle(); returns it.
+
+    out_dir: the capture folder (a capture already there is replaced); None = a new one in the
+    jobs folder's captures/ (or jobs_dir's).
+    engine: WORKBENCH (fast) or CYCLES (`samples` per pixel). layout: "sphere" (views spread
+    over a cap from slightly below to well above) or "ring". Raises scene_capture.NothingToCapture
+    when nothing selected has a size, before any folder is made.
+    """
+    objects = list(bpy.context.selected_objects if objects is None else objects)
+    scene_capture.world_bounds(objects)
+    if out_dir is None:
+        root = Path(jobs_dir or props.jobs_dir(props.preferences())) / "captures"
+        out_dir = paths.new_job_dir(root, objects[0].name)
+    return scene_capture.render_capture(bpy.context, objects, Path(out_dir), views, size, engine, samples, layout)
 
 
 def batch(prompts: list[str], *, wait: bool = True, columns: int | None = None, **overrides) -> list[JobHandle]:
@@ -120,8 +156,7 @@ def batch(prompts: list[str], *, wait: bool = True, columns: int | None = None, 
 
 def settings_for(prompt: str | None = None, **overrides) -> jobspec.Settings:
     """The settings a job would get: preferences, then the panel, then the overrides."""
-    prefs = props.preferences()
-    values = props.preference_settings(prefs)
+    values = props.preference_settings(props.preferences())
     if hasattr(bpy.context.scene, "text3d"):
         values.update(props.panel_settings(bpy.context.scene.text3d))
     values.update(overrides)
@@ -130,18 +165,44 @@ def settings_for(prompt: str | None = None, **overrides) -> jobspec.Settings:
     return jobspec.settings_from(values)
 
 
-def _make_job(prompt: str, overrides: dict) -> Job:
-    run_options = {k: overrides.pop(k) for k in RUN_OPTIONS if k in overrides}
-    settings = settings_for(prompt, **overrides)
+def restyle_settings_for(capture: str | None = None, prompt: str | None = None, method: str | None = None,
+                         **overrides) -> jobspec.Settings:
+    """The settings a capture job would get: preferences, then the panel's Restyle section, then
+    the overrides; capture, prompt and method None = the panel's."""
+    values = props.preference_settings(props.preferences())
+    if hasattr(bpy.context.scene, "text3d"):
+        values.update(props.restyle_settings(bpy.context.scene.text3d))
+    values.update(overrides)
+    values.update({k: v for k, v in (("capture", capture), ("prompt", prompt), ("method", method)) if v is not None})
+    return jobspec.settings_from(values)
+
+
+def _run_options(overrides: dict) -> dict:
+    """Take the options of the run (not of the job) out of the overrides."""
+    return {k: overrides.pop(k) for k in RUN_OPTIONS if k in overrides}
+
+
+def _submit(job: Job, wait: bool, timeout: float | None) -> JobHandle:
+    handle = JobHandle(MANAGER.submit(job), job.settings.prompt)
+    if wait:
+        handle.wait(timeout)
+    return handle
+
+
+def _make_job(settings: jobspec.Settings, run_options: dict) -> Job:
     spec = jobspec.build_job(settings)  # refuses bad settings before a folder or process exists
     prefs = props.preferences()
-    job_dir = paths.new_job_dir(Path(run_options.get("jobs_dir") or props.jobs_dir(prefs)), settings.prompt)
+    title = jobspec.job_title(spec)
+    job_dir = paths.new_job_dir(Path(run_options.get("jobs_dir") or props.jobs_dir(prefs)), title)
     (job_dir / "job.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
     root = run_options.get("engine_root") or paths.checkout_engine_root()
     context = bpy.context
+    # A capture job's mesh comes back in the capture's world frame: at the origin it lands
+    # where the captured objects are.
+    home = (0.0, 0.0, 0.0) if settings.method in jobspec.CAPTURE_METHODS else context.scene.cursor.location
     return Job(settings=settings, spec=spec, job_dir=job_dir,
                engine_python=str(run_options.get("engine_python") or props.engine_python(prefs)),
                engine_root=str(root) if root else None,
                collection=getattr(context, "collection", None) or context.scene.collection,
-               location=tuple(run_options.get("location") or context.scene.cursor.location),
+               location=tuple(run_options.get("location") or home),
                cancel_grace_s=run_options.get("cancel_grace_s", 15.0))

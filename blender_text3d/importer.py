@@ -13,6 +13,8 @@ from pathlib import Path
 import bpy
 import numpy as np
 
+from . import jobspec
+
 COLOR_ATTRIBUTE = "albedo"
 UV_MAP = "UVMap"
 NAME_LIMIT = 60  # Blender ID names hold 63 bytes
@@ -127,19 +129,31 @@ def remove_object(obj: bpy.types.Object) -> None:
         bpy.data.meshes.remove(mesh)
 
 
-def import_job(job_dir: str | Path, collection: bpy.types.Collection, location=(0.0, 0.0, 0.0),
+def import_job(job_dir: str | Path, collection: bpy.types.Collection, location=None,
                mesh_path: str | Path | None = None) -> bpy.types.Object:
-    """Import a finished job folder's mesh, named after its prompt, with text3d_* properties."""
+    """Import a finished job folder's mesh, named after its prompt (or capture), with text3d_* properties.
+
+    location None = where the job belongs: the origin for a capture job, whose mesh the engine
+    wrote in the capture's world frame, else the 3D cursor.
+    """
     job_dir = Path(job_dir)
     try:
         job = json.loads((job_dir / "job.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         job = {}  # the mesh is still worth importing; the properties say what is unknown
+    if not isinstance(job, dict):
+        job = {}
     data = load_npz(mesh_path or job_dir / "result" / "mesh.npz")
-    prompt = str(job.get("prompt", "")) or job_dir.name
-    obj = new_object(prompt, data, collection, location)
-    obj["text3d_prompt"] = prompt
+    inputs = job.get("inputs")
+    capture = inputs.get("capture") if isinstance(inputs, dict) else None
+    if location is None:
+        location = (0.0, 0.0, 0.0) if capture else tuple(bpy.context.scene.cursor.location)
+    prompt = str(job.get("prompt", ""))
+    obj = new_object(jobspec.job_title(job) or job_dir.name, data, collection, location)
+    obj["text3d_prompt"] = prompt or job_dir.name
     obj["text3d_method"] = str(job.get("method", ""))
     obj["text3d_seed"] = int(job.get("seed", 0))
     obj["text3d_job_dir"] = str(job_dir)
+    if capture:
+        obj["text3d_capture"] = str(capture)
     return obj

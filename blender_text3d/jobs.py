@@ -22,7 +22,7 @@ KEEP_FINISHED = 5  # finished jobs the panel keeps listing, for their status and
 
 @dataclass(eq=False)
 class Job:
-    """One requested generation, from the queue to its imported object."""
+    """One requested generation or restyle, from the queue to its imported object."""
 
     settings: jobspec.Settings
     """What was asked for."""
@@ -37,7 +37,8 @@ class Job:
     collection: bpy.types.Collection
     """Where the object goes."""
     location: tuple
-    """Where the object goes in the scene (the 3D cursor when it was asked for)."""
+    """Where the object goes in the scene: the 3D cursor when it was asked for; the origin for a
+    capture job, whose mesh is in the capture's world frame."""
     cancel_grace_s: float = 15.0
     """Seconds between the cancel file and terminating the engine."""
     id: int = 0
@@ -62,6 +63,11 @@ class Job:
     @property
     def prompt(self) -> str:
         return self.settings.prompt
+
+    @property
+    def title(self) -> str:
+        """What the panel and the objects call it: the prompt, or the capture and the style."""
+        return jobspec.job_title(self.spec)
 
     @property
     def done(self) -> bool:
@@ -199,7 +205,7 @@ class JobManager:
         if _alive(job.preview_object):
             importer.fill_mesh(job.preview_object.data, data)
         else:
-            job.preview_object = importer.new_object(f"Text3D preview: {job.prompt}", data,
+            job.preview_object = importer.new_object(f"Text3D preview: {job.title}", data,
                                                      _collection(job), job.location)
             job.preview_object["text3d_preview"] = True
 
@@ -224,7 +230,7 @@ class JobManager:
             job.error = {"kind": "import_failed", "message": str(exc),
                          "hint": "The engine said it succeeded but its mesh cannot be read; see the job folder"}
             return
-        undo_push(f"Text3D: {job.prompt}")
+        undo_push(f"Text3D: {job.title}")
 
 
 def _read_preview_mesh(job_dir: Path):

@@ -10,7 +10,10 @@ import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Mapping
+
+from . import captures
 
 SPEC_VERSION = 1
 
@@ -25,14 +28,20 @@ class Quality:
     """Training render size in pixels (a multiple of 8)."""
     mesh_resolution: int
     """Marching-cubes grid resolution of the exported mesh."""
+    reconstruct_steps: int | None = None
+    """nerf_art: reconstruction steps before the style steps; None = not applicable or the engine's default."""
 
 
-# Text-to-3D methods the add-on can start, each with its quality presets.
+# Methods the add-on can start, each with its quality presets.
 # Dream Fields: the paper's low and medium render/crop sizes (88 and 168 px) and its
 # 10k-step schedule for "high"; "standard" stops at 2k steps, where the official code's
 # renders already read as the prompt. Draft is a quick look (a few minutes on a GPU).
 # DreamFusion: 64 px renders as in stable-dreamfusion/threestudio (the engine upsamples
 # to the VAE's 512), 10k steps as in the paper for "high", twice the render for it.
+# Capture methods draw rays from the photos; render_size is the preview size (and NeRF-Art's
+# style renders). Reconstruction: instant-ngp looks good after a few thousand steps.
+# NeRF-Art: `steps` are the style steps (the official code's ~400 for "standard"), after
+# reconstruct_steps of reconstruction.
 QUALITY: dict[str, dict[str, Quality]] = {
     "dream_fields": {
         "draft": Quality(steps=300, render_size=64, mesh_resolution=128),
@@ -44,8 +53,31 @@ QUALITY: dict[str, dict[str, Quality]] = {
         "standard": Quality(steps=5000, render_size=64, mesh_resolution=256),
         "high": Quality(steps=10000, render_size=128, mesh_resolution=256),
     },
+    "reconstruct": {
+        "draft": Quality(steps=500, render_size=64, mesh_resolution=128),
+        "standard": Quality(steps=3000, render_size=64, mesh_resolution=256),
+        "high": Quality(steps=10000, render_size=128, mesh_resolution=256),
+    },
+    "dietnerf": {
+        "draft": Quality(steps=500, render_size=64, mesh_resolution=128),
+        "standard": Quality(steps=3000, render_size=64, mesh_resolution=256),
+        "high": Quality(steps=10000, render_size=128, mesh_resolution=256),
+    },
+    "nerf_art": {
+        "draft": Quality(steps=100, render_size=64, mesh_resolution=128, reconstruct_steps=500),
+        "standard": Quality(steps=400, render_size=128, mesh_resolution=256, reconstruct_steps=2000),
+        "high": Quality(steps=1000, render_size=128, mesh_resolution=256, reconstruct_steps=5000),
+    },
 }
 METHODS = tuple(QUALITY)
+TEXT_METHODS = ("dream_fields", "dreamfusion")
+"""Methods that make an object from a prompt."""
+CAPTURE_METHODS = ("reconstruct", "dietnerf", "nerf_art")
+"""Methods that start from a capture (inputs.capture)."""
+DIFFUSION_METHODS = ("dreamfusion",)
+"""Methods guided by a diffusion model: they take a negative prompt, guidance scale and timestep range."""
+# DreamFusion's timestep range when only one end is set (engine/options.py DreamFusionOptions).
+T_RANGE_DEFAULT = (0.02, 0.98)
 QUALITIES = ("draft", "standard", "high", "custom")
 MODEL_KEYS = ("clip", "clip_eval", "diffusion", "perceptual")
 FORMATS = ("npz", "glb")
@@ -78,11 +110,11 @@ class Settings:
     """Everything a job depends on. None = the quality preset's or the engine's default."""
 
     prompt: str = ""
-    """The text the object should match."""
+    """The text the object should match (text methods), or the style (nerf_art)."""
     negative_prompt: str = ""
     """What the object should not look like (methods with diffusion guidance)."""
     method: str = "dream_fields"
-    """Text-to-3D method, a key of QUALITY."""
+    """Method, a key of QUALITY: TEXT_METHODS make an object from the prompt, CAPTURE_METHODS from a capture."""
     quality: str = "standard"
     """Preset for steps, render size and mesh resolution: draft, standard, high, or custom."""
     steps: int | None = None
@@ -125,6 +157,18 @@ class Settings:
     """Guidance models by role (a key of MODEL_KEYS): hub id or local path; unset = engine default."""
     allow_downloads: bool = False
     """Whether the engine may download missing models."""
+    guidance_scale: float | None = None
+    """Classifier-free guidance scale of diffusion guidance (>= 0); None = engine default (100)."""
+    t_range_min: float | None = None
+    """Smallest diffusion timestep, a fraction in [0, 1); None = engine default (0.02)."""
+    t_range_max: float | None = None
+    """Largest diffusion timestep, a fraction in [t_range_min, 1); None = engine default (0.98)."""
+    capture: str = ""
+    """Capture methods: a capture folder with transforms.json, or the transforms file itself."""
+    source_job: str = ""
+    """nerf_art: a finished reconstruct or dietnerf job folder to restyle instead of reconstructing."""
+    reconstruct_steps: int | None = None
+    """nerf_art: reconstruction steps before the style steps; None = from the quality preset."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Method-specific settings, passed on as job.json options (the engine validates them)."""
 
@@ -153,14 +197,21 @@ def resolved_quality(s: Settings) -> Quality:
         if value is None and preset is None:
             raise SettingsError(key, "the custom quality needs steps, render_size and mesh_resolution")
         values[key] = getattr(preset, key) if value is None else value
+    # The preset's reconstruction applies unless the steps are given (as a setting or an
+    # option) or a source job is the reconstruction.
+    given_as_option = isinstance(s.options, Mapping) and "reconstruct_steps" in s.options
+    if s.reconstruct_steps is not None:
+        values["reconstruct_steps"] = s.reconstruct_steps
+    elif preset is not None and not s.source_job and not given_as_option:
+        values["reconstruct_steps"] = preset.reconstruct_steps
     return Quality(**values)
 
 
 def build_job(s: Settings) -> dict:
     """The job.json dict for these settings, or SettingsError naming the first bad setting."""
     q = resolved_quality(s)
-    if not isinstance(s.prompt, str) or not s.prompt.strip():
-        raise SettingsError("prompt", "is empty; describe the object to generate")
+    inputs = _inputs(s)  # a capture job's first question: which capture
+    _check_prompt(s)
     _check_int("steps", q.steps, 1, 1_000_000)
     _check_int("render_size", q.render_size, 8, 1024)
     if q.render_size % 8:
@@ -170,15 +221,12 @@ def build_job(s: Settings) -> dict:
     if not _DEVICE.match(str(s.device)):
         raise SettingsError("device", f"must be auto, cpu, cuda, cuda:N or mps (got {s.device!r})")
 
-    job: dict[str, Any] = {
-        "spec_version": SPEC_VERSION,
-        "method": s.method,
-        "prompt": s.prompt.strip(),
-        "seed": s.seed,
-        "steps": q.steps,
-        "device": s.device,
-        "render": {"size": q.render_size},
-    }
+    job: dict[str, Any] = {"spec_version": SPEC_VERSION, "method": s.method}
+    if inputs:
+        job["inputs"] = inputs
+    if s.prompt.strip():
+        job["prompt"] = s.prompt.strip()
+    job.update({"seed": s.seed, "steps": q.steps, "device": s.device, "render": {"size": q.render_size}})
     if s.negative_prompt.strip():
         job["negative_prompt"] = s.negative_prompt.strip()
     if s.samples_per_ray is not None:
@@ -192,13 +240,99 @@ def build_job(s: Settings) -> dict:
         job["models"] = models
     job["allow_downloads"] = bool(s.allow_downloads)
     job["export"] = _export(s, q)
-    job["preview_every"] = max(1, q.steps // PREVIEW_IMAGES_PER_JOB)
-    job["preview_mesh_every"] = max(1, q.steps // PREVIEW_MESHES_PER_JOB) if s.live_preview else 0
-    if s.options:
-        if not isinstance(s.options, Mapping) or not all(isinstance(k, str) for k in s.options):
-            raise SettingsError("options", f"must map option names to values (got {s.options!r})")
-        job["options"] = dict(s.options)
+    # The engine counts a NeRF-Art run's steps from the first reconstruction step.
+    total = q.steps + (q.reconstruct_steps or 0)
+    job["preview_every"] = max(1, total // PREVIEW_IMAGES_PER_JOB)
+    job["preview_mesh_every"] = max(1, total // PREVIEW_MESHES_PER_JOB) if s.live_preview else 0
+    options = _options(s, q)
+    if options:
+        job["options"] = options
     return job
+
+
+def job_title(job: Mapping[str, Any]) -> str:
+    """What the panel and the imported object call a job: its prompt, or its capture (and style)."""
+    prompt = str(job.get("prompt", "")).strip()
+    inputs = job.get("inputs")
+    capture = inputs.get("capture") if isinstance(inputs, Mapping) else None
+    if not capture:
+        return prompt
+    name = captures.capture_name(capture)
+    return f"{name}: {prompt}" if prompt else f"{name} ({job.get('method', '')})"
+
+
+def _check_prompt(s: Settings) -> None:
+    if not isinstance(s.prompt, str):
+        raise SettingsError("prompt", f"must be text (got {s.prompt!r})")
+    if s.method == "nerf_art" and not s.prompt.strip():
+        raise SettingsError("prompt", "is empty; describe the style, e.g. 'a bronze statue'")
+    if s.method in CAPTURE_METHODS and s.method != "nerf_art" and s.prompt.strip():
+        raise SettingsError("prompt", f"{s.method} fits the capture's photos and takes no prompt; "
+                            "nerf_art restyles with one")
+    if s.method in TEXT_METHODS and not s.prompt.strip():
+        raise SettingsError("prompt", "is empty; describe the object to generate")
+
+
+def _inputs(s: Settings) -> dict:
+    """inputs.capture (absolute) and inputs.source_job, checked to exist."""
+    if s.method not in CAPTURE_METHODS:
+        for key in ("capture", "source_job", "reconstruct_steps"):
+            if getattr(s, key) not in ("", None):
+                raise SettingsError(key, f"{s.method} generates from text; only {', '.join(CAPTURE_METHODS)} "
+                                    "take it")
+        return {}
+    if not isinstance(s.capture, str) or not s.capture.strip():
+        raise SettingsError("capture", "is empty; capture the selected objects or choose a capture folder")
+    capture = Path(s.capture.strip()).expanduser().resolve()
+    try:
+        captures.cached_view_count(capture)
+    except captures.CaptureError as exc:
+        raise SettingsError("capture", str(exc)) from exc
+    inputs = {"capture": str(capture)}
+    if s.source_job:
+        if s.method != "nerf_art":
+            raise SettingsError("source_job", f"only nerf_art restyles a finished job, not {s.method}")
+        source = Path(s.source_job.strip()).expanduser().resolve()
+        if not (source / "job.json").is_file():
+            raise SettingsError("source_job", f"{source} is not a job folder (no job.json)")
+        if s.reconstruct_steps is not None:
+            raise SettingsError("reconstruct_steps", "the source job is the reconstruction; leave it unset")
+        inputs["source_job"] = str(source)
+    if s.reconstruct_steps is not None and s.method != "nerf_art":
+        raise SettingsError("reconstruct_steps", f"only nerf_art reconstructs before restyling, not {s.method}")
+    return inputs
+
+
+def _options(s: Settings, q: Quality) -> dict:
+    """job.json options: the named settings' and any others passed through, never both for one key."""
+    if not isinstance(s.options, Mapping) or not all(isinstance(k, str) for k in s.options):
+        raise SettingsError("options", f"must map option names to values (got {s.options!r})")
+    named: dict[str, Any] = {}
+    if s.guidance_scale is not None or s.t_range_min is not None or s.t_range_max is not None:
+        if s.method not in DIFFUSION_METHODS:
+            key = next(k for k in ("guidance_scale", "t_range_min", "t_range_max") if getattr(s, k) is not None)
+            raise SettingsError(key, f"only {', '.join(DIFFUSION_METHODS)} uses it (method is {s.method})")
+    if s.guidance_scale is not None:
+        scale = _check_number("guidance_scale", s.guidance_scale)
+        if scale < 0:
+            raise SettingsError("guidance_scale", f"must be >= 0 (got {scale:g})")
+        named["guidance_scale"] = scale
+    if s.t_range_min is not None or s.t_range_max is not None:
+        lo = T_RANGE_DEFAULT[0] if s.t_range_min is None else _check_number("t_range_min", s.t_range_min)
+        hi = T_RANGE_DEFAULT[1] if s.t_range_max is None else _check_number("t_range_max", s.t_range_max)
+        for key, value in (("t_range_min", lo), ("t_range_max", hi)):
+            if not 0 <= value < 1:
+                raise SettingsError(key, f"must be a fraction in [0, 1) (got {value:g})")
+        if lo > hi:
+            raise SettingsError("t_range_min", f"is greater than t_range_max ({lo:g} > {hi:g})")
+        named["t_range"] = [lo, hi]
+    if q.reconstruct_steps is not None:
+        _check_int("reconstruct_steps", q.reconstruct_steps, 0, 1_000_000)
+        named["reconstruct_steps"] = q.reconstruct_steps
+    both = sorted(set(named) & set(s.options))
+    if both:
+        raise SettingsError(f"options.{both[0]}", "is also a setting of its own; give it once")
+    return {**s.options, **named}
 
 
 def _check_int(key: str, value: Any, lo: int, hi: int) -> None:

@@ -1,5 +1,6 @@
-"""Operators: generate, cancel, import a job folder, clear finished jobs; and the preferences'
-set-up: check and install the engine, list and download models (background tasks).
+"""Operators: generate, cancel, import a job folder, clear finished jobs; capture selected
+objects, import a capture's cameras, restyle a capture; and the preferences' set-up: check and
+install the engine, list and download models (background tasks).
 
 No `from __future__ import annotations` here: Blender reads property annotations as objects.
 """
@@ -8,22 +9,43 @@ import time
 from pathlib import Path
 
 import bpy
-from bpy.props import BoolProperty, IntProperty, StringProperty
+from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from . import api, importer, jobspec, paths, props, runner, tasks
+from . import api, captures, importer, jobspec, paths, props, runner, scene_capture, tasks
 from .jobs import MANAGER, redraw
 
 
-def _override_props() -> dict:
-    """The panel's settings as operator properties: set ones override the scene's values.
+def _override_props(names=jobspec.SETTING_NAMES) -> dict:
+    """The panel's settings (those named) as operator properties: set ones override the scene's values.
 
     SKIP_SAVE, so a value from an earlier call is never mistaken for an explicit one.
     """
     out = {}
     for name, prop in props.Text3DSettings.__annotations__.items():
-        if name in jobspec.SETTING_NAMES:
+        if name in names:
             out[name] = prop.function(**{**prop.keywords, "options": {"SKIP_SAVE"}})
     return out
+
+
+def _in_panel(context) -> bool:
+    """Whether an operator's button is drawn in the sidebar (not called by a script)."""
+    return context.region is not None and context.region.type == "UI" \
+        and context.area is not None and context.area.type == "VIEW_3D"
+
+
+def _settings_poll(cls, context, settings) -> bool:
+    """The panel's button stands for the panel's settings, so it greys out with the reason.
+    Scripts pass their own settings as properties, which poll cannot see: they are validated in
+    execute instead."""
+    if not hasattr(context.scene, "text3d"):
+        return False
+    if _in_panel(context):
+        try:
+            jobspec.build_job(settings())
+        except jobspec.SettingsError as exc:
+            cls.poll_message_set(str(exc))
+            return False
+    return True
 
 
 class TEXT3D_OT_generate(bpy.types.Operator):
@@ -45,20 +67,7 @@ class TEXT3D_OT_generate(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if not hasattr(context.scene, "text3d"):
-            return False
-        # The panel's button stands for the panel's settings, so it greys out with the reason.
-        # Scripts pass their own settings as properties, which poll cannot see: they are
-        # validated in execute instead.
-        in_panel = context.region is not None and context.region.type == "UI" \
-            and context.area is not None and context.area.type == "VIEW_3D"
-        if in_panel:
-            try:
-                jobspec.build_job(api.settings_for())
-            except jobspec.SettingsError as exc:
-                cls.poll_message_set(str(exc))
-                return False
-        return True
+        return _settings_poll(cls, context, api.settings_for)
 
     def execute(self, context):
         overrides = {name: getattr(self, name) for name in self.__annotations__
@@ -73,6 +82,131 @@ class TEXT3D_OT_generate(bpy.types.Operator):
             self.report({"ERROR"}, f"Text3D: {handle.error['message']}")
             return {"CANCELLED"}
         self.report({"INFO"}, f"Text3D: {handle.prompt!r} {handle.status}")
+        return {"FINISHED"}
+
+
+# The panel's settings a capture job uses; the Restyle section has its own method, prompt and quality.
+RESTYLE_SETTINGS = ("quality", "steps", "render_size", "mesh_resolution", "seed", "live_preview", "texture_size")
+
+
+class TEXT3D_OT_restyle(bpy.types.Operator):
+    """Restyle the capture with the style prompt (NeRF-Art), or reconstruct it, in a background engine job"""
+
+    bl_idname = "text3d.restyle"
+    bl_label = "Restyle"
+    # No UNDO flag: the import at the end of the job pushes its own single undo step.
+
+    __annotations__ = {
+        **_override_props(RESTYLE_SETTINGS),
+        "capture": StringProperty(name="Capture", options={"SKIP_SAVE"},
+                                  description="Capture folder or transforms.json; unset = the panel's"),
+        "prompt": StringProperty(name="Style", options={"SKIP_SAVE"},
+                                 description="Style prompt (nerf_art); unset = the panel's"),
+        "method": EnumProperty(name="Method", items=props.RESTYLE_METHOD_ITEMS, options={"SKIP_SAVE"},
+                               description="What to do with the capture; unset = the panel's"),
+        "reconstruct_steps": IntProperty(name="Reconstruct Steps", min=0, options={"SKIP_SAVE"},
+                                         description="nerf_art: reconstruction steps before the style steps; "
+                                         "unset = the quality preset's"),
+        "source_job": StringProperty(name="Source Job", subtype="DIR_PATH", options={"SKIP_SAVE"},
+                                     description="nerf_art: restyle this finished reconstruct job instead of "
+                                     "reconstructing the capture"),
+        "wait": BoolProperty(name="Wait", options={"SKIP_SAVE"},
+                             description="Block until the job ends (background Blender, scripts)"),
+        "engine_python": StringProperty(name="Engine Python", options={"SKIP_SAVE"},
+                                        description="Override the preference for this job"),
+        "device": StringProperty(name="Device", options={"SKIP_SAVE"},
+                                 description="Override the preference: auto, cpu, cuda or cuda:N"),
+    }
+
+    @classmethod
+    def poll(cls, context):
+        return _settings_poll(cls, context, api.restyle_settings_for)
+
+    def execute(self, context):
+        overrides = {name: getattr(self, name) for name in self.__annotations__
+                     if name != "wait" and self.properties.is_property_set(name)}
+        s = context.scene.text3d
+        method = overrides.pop("method", s.restyle_method)
+        capture = overrides.pop("capture", bpy.path.abspath(s.capture_path) if s.capture_path else "")
+        prompt = overrides.pop("prompt", s.style_prompt if method == "nerf_art" else "")
+        try:
+            handle = api.restyle(capture, prompt, method, wait=self.wait, **overrides)
+        except jobspec.SettingsError as exc:
+            self.report({"ERROR"}, f"Text3D: {exc}")
+            return {"CANCELLED"}
+        if handle.status == "failed":
+            self.report({"ERROR"}, f"Text3D: {handle.error['message']}")
+            return {"CANCELLED"}
+        self.report({"INFO"}, f"Text3D: {handle.title!r} {handle.status}")
+        return {"FINISHED"}
+
+
+class TEXT3D_OT_capture_selected(bpy.types.Operator):
+    """Render the selected objects from cameras all around them into a new capture folder, for Restyle"""
+
+    bl_idname = "text3d.capture_selected"
+    bl_label = "Capture Selected"
+
+    views: IntProperty(name="Views", default=24, min=1, soft_max=200,
+                       description="Number of cameras (under 10: reconstruct with DietNeRF)")
+    size: IntProperty(name="Size", default=256, min=8, max=4096, description="Side of the square images in pixels")
+    engine: EnumProperty(name="Render Engine", default="WORKBENCH", items=[
+        ("WORKBENCH", "Workbench", "Fast, flat studio lighting"),
+        ("CYCLES", "Cycles", "Path-traced with the scene's lights and materials (slower)")])
+    samples: IntProperty(name="Samples", default=16, min=1, soft_max=256, description="Cycles samples per pixel")
+    layout: EnumProperty(name="Orbit", default="sphere", items=[
+        ("sphere", "Sphere", "Views spread evenly from slightly below to well above the objects"),
+        ("ring", "Ring", "Views on one circle, slightly above the objects")])
+    directory: StringProperty(name="Folder", subtype="DIR_PATH", options={"SKIP_SAVE"},
+                              description="Capture folder; empty = a new one in the jobs folder's captures/")
+
+    @classmethod
+    def poll(cls, context):
+        if not context.selected_objects:
+            cls.poll_message_set("Select the objects to capture")
+            return False
+        return True
+
+    def invoke(self, context, event):
+        return context.window_manager.invoke_props_dialog(self)
+
+    def execute(self, context):
+        out_dir = bpy.path.abspath(self.directory) if self.directory else None
+        try:
+            folder = api.capture_selected(out_dir, self.views, self.size, self.engine, samples=self.samples,
+                                          layout=self.layout)
+        except (scene_capture.NothingToCapture, RuntimeError, OSError) as exc:
+            self.report({"ERROR"}, f"Text3D: {exc}")
+            return {"CANCELLED"}
+        context.scene.text3d.capture_path = str(folder)
+        self.report({"INFO"}, f"Text3D: captured {self.views} views into {folder}")
+        return {"FINISHED"}
+
+
+class TEXT3D_OT_import_capture(bpy.types.Operator):
+    """Add a capture's cameras (transforms.json) to the scene, in a collection named after it"""
+
+    bl_idname = "text3d.import_capture"
+    bl_label = "Import Capture"
+    bl_options = {"REGISTER", "UNDO"}
+
+    filepath: StringProperty(name="Capture", subtype="FILE_PATH",
+                             description="A transforms.json, or a capture folder holding one")
+    filter_glob: StringProperty(default="*.json", options={"HIDDEN"})
+
+    def invoke(self, context, event):
+        context.window_manager.fileselect_add(self)
+        return {"RUNNING_MODAL"}
+
+    def execute(self, context):
+        path = bpy.path.abspath(self.filepath)
+        try:
+            collection = scene_capture.import_cameras(path, context.scene.collection)
+        except captures.CaptureError as exc:
+            self.report({"ERROR"}, f"Text3D: {exc}")
+            return {"CANCELLED"}
+        context.scene.text3d.capture_path = path
+        self.report({"INFO"}, f"Text3D: {len(collection.objects)} cameras in {collection.name!r}")
         return {"FINISHED"}
 
 
@@ -102,7 +236,7 @@ class TEXT3D_OT_cancel(bpy.types.Operator):
 
 
 class TEXT3D_OT_import_job(bpy.types.Operator):
-    """Import the mesh of a finished job folder at the 3D cursor"""
+    """Import the mesh of a finished job folder at the 3D cursor (a restyled capture where the capture was)"""
 
     bl_idname = "text3d.import_job"
     bl_label = "Import Job"
@@ -118,7 +252,7 @@ class TEXT3D_OT_import_job(bpy.types.Operator):
     def execute(self, context):
         job_dir = Path(bpy.path.abspath(self.directory))
         try:
-            obj = importer.import_job(job_dir, context.collection, tuple(context.scene.cursor.location))
+            obj = importer.import_job(job_dir, context.collection)
         except importer.MeshFileError as exc:
             self.report({"ERROR"}, f"Text3D: {exc}")
             return {"CANCELLED"}
@@ -345,6 +479,7 @@ class TEXT3D_OT_clear_finished(bpy.types.Operator):
         return {"FINISHED"}
 
 
-classes = (TEXT3D_OT_generate, TEXT3D_OT_cancel, TEXT3D_OT_import_job, TEXT3D_OT_check_engine,
+classes = (TEXT3D_OT_generate, TEXT3D_OT_restyle, TEXT3D_OT_capture_selected, TEXT3D_OT_import_capture,
+           TEXT3D_OT_cancel, TEXT3D_OT_import_job, TEXT3D_OT_check_engine,
            TEXT3D_OT_clear_finished, TEXT3D_OT_install_engine, TEXT3D_OT_refresh_models, TEXT3D_OT_download_model,
            TEXT3D_OT_cancel_task)

@@ -13,6 +13,11 @@ METHOD_ITEMS = [
     ("dream_fields", "Dream Fields", "Text to NeRF, guided by CLIP similarity of the renders"),
     ("dreamfusion", "DreamFusion", "Text to NeRF by score distillation through Stable Diffusion"),
 ]
+RESTYLE_METHOD_ITEMS = [
+    ("nerf_art", "Restyle", "NeRF-Art: reconstruct the capture, then restyle it to match the style prompt"),
+    ("reconstruct", "Reconstruct", "Fit a textured mesh to the capture's photos"),
+    ("dietnerf", "DietNeRF", "Reconstruct from few views (under 10), kept plausible by CLIP"),
+]
 QUALITY_ITEMS = [
     ("draft", "Draft", "Few steps, small renders: a quick look"),
     ("standard", "Standard", "A usable object"),
@@ -73,6 +78,21 @@ class Text3DSettings(bpy.types.PropertyGroup):
                            default=ORBIT_DEFAULTS["fov_max"], min=1.0, max=150.0)
     texture_size: IntProperty(name="Texture Size", description="Baked albedo texture in pixels; "
                               "0 = vertex colours only", default=0, min=0, max=8192)
+    guidance_scale: FloatProperty(name="Guidance Scale", default=100.0, min=0.0, soft_max=200.0,
+                                  description="Classifier-free guidance scale (DreamFusion): the paper's 100; "
+                                  "7.5, as for images, gives blobs")
+    t_range_min: FloatProperty(name="Timestep Min", default=jobspec.T_RANGE_DEFAULT[0], min=0.0, max=0.999,
+                               description="Smallest diffusion timestep, a fraction of the scheduler's (DreamFusion)")
+    t_range_max: FloatProperty(name="Timestep Max", default=jobspec.T_RANGE_DEFAULT[1], min=0.0, max=0.999,
+                               description="Largest diffusion timestep, a fraction of the scheduler's (DreamFusion)")
+    capture_path: StringProperty(name="Capture", subtype="DIR_PATH",
+                                 description="Capture folder with transforms.json (Capture Selected or "
+                                 "Import Capture fill it in)")
+    restyle_method: EnumProperty(name="Method", items=RESTYLE_METHOD_ITEMS, default="nerf_art",
+                                 description="What to do with the capture")
+    style_prompt: StringProperty(name="Style", description="The style the restyled object should have")
+    restyle_quality: EnumProperty(name="Quality", items=QUALITY_ITEMS[:3], default="standard",
+                                  description="Preset for steps, render size and mesh resolution")
 
 
 def panel_settings(s: Text3DSettings) -> dict:
@@ -83,9 +103,29 @@ def panel_settings(s: Text3DSettings) -> dict:
         values.update({k: getattr(s, k) for k in QUALITY_KEYS})
     if s.custom_orbit:
         values.update({k: getattr(s, k) for k in ORBIT_KEYS})
-    if s.method != "dreamfusion":
+    if s.method in jobspec.DIFFUSION_METHODS:
+        # Left to the engine's defaults until the user sets them; the range goes as a pair,
+        # since the panel shows both ends.
+        if s.is_property_set("guidance_scale"):
+            values["guidance_scale"] = _float32(s.guidance_scale)
+        if s.is_property_set("t_range_min") or s.is_property_set("t_range_max"):
+            values.update(t_range_min=_float32(s.t_range_min), t_range_max=_float32(s.t_range_max))
+    else:
         values["negative_prompt"] = ""  # hidden in the panel, so it must not act
     return values
+
+
+def restyle_settings(s: Text3DSettings) -> dict:
+    """The jobspec settings of the panel's Restyle section."""
+    return {"capture": bpy.path.abspath(s.capture_path) if s.capture_path else "",
+            "method": s.restyle_method, "quality": s.restyle_quality,
+            "prompt": s.style_prompt if s.restyle_method == "nerf_art" else "",  # hidden otherwise
+            **{k: getattr(s, k) for k in ("seed", "live_preview", "texture_size")}}
+
+
+def _float32(value: float) -> float:
+    """A float property's value as typed: Blender stores float32, so 0.02 reads back as 0.0199999995."""
+    return float(f"{value:.6g}")
 
 
 class Text3DPreferences(bpy.types.AddonPreferences):
@@ -102,6 +142,8 @@ class Text3DPreferences(bpy.types.AddonPreferences):
                                "folder; empty = the engine's default")
     diffusion_model: StringProperty(name="Diffusion Model", description="Hub id (e.g. sd2-community/"
                                     "stable-diffusion-2-1-base) or local folder; empty = the engine's default")
+    perceptual_model: StringProperty(name="Perceptual Model", description="VGG of NeRF-Art's perceptual loss: "
+                                     "hub id or local folder; empty = the engine's default")
     downloads: EnumProperty(name="Downloads", default="FOLLOW", description="Whether the engine may "
                             "download missing models, and Install Engine use the package registry", items=[
                                 ("FOLLOW", "Follow Blender", "Allowed when Blender's Allow Online Access is on"),
@@ -144,7 +186,7 @@ def preference_settings(prefs: Text3DPreferences | None) -> dict:
     allow = not downloads_refusal(prefs)
     if prefs is None:
         return {"allow_downloads": allow}
-    models = {"clip": prefs.clip_model, "diffusion": prefs.diffusion_model}
+    models = {"clip": prefs.clip_model, "diffusion": prefs.diffusion_model, "perceptual": prefs.perceptual_model}
     return {"device": prefs.device, "models": {k: v for k, v in models.items() if v.strip()},
             "allow_downloads": allow}
 

@@ -5,7 +5,7 @@ import textwrap
 
 import bpy
 
-from . import api, jobspec, paths, props
+from . import api, captures, jobspec, paths, props
 from .jobs import MANAGER
 from .operators import CHECK_RESULT, MODEL_ROWS, TASKS
 
@@ -40,10 +40,17 @@ class VIEW3D_PT_text3d(Text3DPanel, bpy.types.Panel):
         s = context.scene.text3d
         layout = self.layout
         layout.prop(s, "prompt", text="")
-        if s.method == "dreamfusion":
+        diffusion = s.method in jobspec.DIFFUSION_METHODS
+        if diffusion:
             layout.prop(s, "negative_prompt", text="Not")
         col = layout.column(align=True)
         col.prop(s, "method", text="")
+        if diffusion:
+            col.prop(s, "guidance_scale")
+            row = col.row(align=True)
+            row.label(text="Timesteps")
+            row.prop(s, "t_range_min", text="")
+            row.prop(s, "t_range_max", text="")
         col.prop(s, "quality", text="")
         if s.quality == "custom":
             col.prop(s, "steps")
@@ -101,6 +108,49 @@ class VIEW3D_PT_text3d_export(Text3DPanel, bpy.types.Panel):
         layout.prop(s, "texture_size")
 
 
+class VIEW3D_PT_text3d_restyle(Text3DPanel, bpy.types.Panel):
+    bl_label = "Restyle"
+    bl_parent_id = "VIEW3D_PT_text3d"
+
+    def draw(self, context):
+        s = context.scene.text3d
+        layout = self.layout
+        row = layout.row(align=True)
+        row.operator("text3d.capture_selected", icon="RESTRICT_RENDER_OFF")
+        row.operator("text3d.import_capture", text="Import", icon="IMPORT")
+        layout.prop(s, "capture_path", text="")
+        views = _views(s.capture_path)
+        if isinstance(views, int):
+            layout.label(text=f"{views} views", icon="OUTLINER_OB_CAMERA")
+        layout.prop(s, "restyle_method", text="")
+        if isinstance(views, int) and captures.suggested_method(views) not in (None, s.restyle_method):
+            _wrapped(layout, f"Only {views} views: DietNeRF is made for fewer than {captures.FEW_VIEWS}", icon="INFO")
+        if s.restyle_method == "nerf_art":
+            layout.prop(s, "style_prompt", text="")
+        layout.prop(s, "restyle_quality", text="")
+        q = jobspec.QUALITY[s.restyle_method][s.restyle_quality]
+        steps = f"{q.reconstruct_steps} + {q.steps} style steps" if q.reconstruct_steps else f"{q.steps} steps"
+        layout.label(text=f"{steps}, {q.render_size} px, mesh {q.mesh_resolution}")
+        try:
+            jobspec.build_job(api.restyle_settings_for())
+        except jobspec.SettingsError as exc:
+            _wrapped(layout.box(), str(exc), icon="ERROR")
+        row = layout.row()
+        row.scale_y = 1.5
+        label = "Restyle" if s.restyle_method == "nerf_art" else "Reconstruct"
+        row.operator("text3d.restyle", text=label, icon="PLAY")
+
+
+def _views(capture_path: str) -> int | None:
+    """The capture's training views, None without a readable capture (build_job says why)."""
+    if not capture_path:
+        return None
+    try:
+        return captures.cached_view_count(bpy.path.abspath(capture_path))
+    except captures.CaptureError:
+        return None
+
+
 class VIEW3D_PT_text3d_jobs(Text3DPanel, bpy.types.Panel):
     bl_label = "Jobs"
     bl_parent_id = "VIEW3D_PT_text3d"
@@ -112,7 +162,7 @@ class VIEW3D_PT_text3d_jobs(Text3DPanel, bpy.types.Panel):
             _draw_running(layout.box(), running)
         for job in MANAGER.queued:
             row = layout.row()
-            row.label(text=job.prompt, icon=STATUS_ICONS["queued"])
+            row.label(text=job.title, icon=STATUS_ICONS["queued"])
             row.operator("text3d.cancel", text="", icon="X").job_id = job.id
         finished = [j for j in MANAGER.jobs if j.done]
         for job in reversed(finished):
@@ -125,7 +175,7 @@ class VIEW3D_PT_text3d_jobs(Text3DPanel, bpy.types.Panel):
 
 def _draw_running(layout, job) -> None:
     state = job.run.state
-    layout.label(text=job.prompt, icon=STATUS_ICONS["running"])
+    layout.label(text=job.title, icon=STATUS_ICONS["running"])
     if state.status == "starting":
         layout.label(text="Starting the engine...")
     elif state.info:
@@ -149,7 +199,7 @@ def _draw_running(layout, job) -> None:
 def _draw_finished(layout, job) -> None:
     box = layout.box() if job.error else layout
     row = box.row()
-    row.label(text=job.prompt, icon=STATUS_ICONS.get(job.status, "QUESTION"))
+    row.label(text=job.title, icon=STATUS_ICONS.get(job.status, "QUESTION"))
     if job.job_dir is not None:
         row.operator("wm.path_open", text="", icon="FILE_FOLDER").filepath = str(job.job_dir)
     if job.error:
@@ -170,6 +220,7 @@ def draw_preferences(prefs, layout) -> None:
     col.prop(prefs, "device")
     col.prop(prefs, "clip_model")
     col.prop(prefs, "diffusion_model")
+    col.prop(prefs, "perceptual_model")
     col.prop(prefs, "downloads")
     if prefs.downloads == "FOLLOW":
         state = "on" if bpy.app.online_access else "off"
@@ -265,4 +316,5 @@ def _brief(value) -> str:
     return str(value)
 
 
-classes = (VIEW3D_PT_text3d, VIEW3D_PT_text3d_orbit, VIEW3D_PT_text3d_export, VIEW3D_PT_text3d_jobs)
+classes = (VIEW3D_PT_text3d, VIEW3D_PT_text3d_orbit, VIEW3D_PT_text3d_export, VIEW3D_PT_text3d_restyle,
+           VIEW3D_PT_text3d_jobs)

@@ -7,6 +7,7 @@ import json
 import os
 
 import bpy
+import numpy as np
 import pytest
 from addon_support import REPO, drive
 
@@ -53,6 +54,29 @@ def test_real_engine_generates_an_object(real, scene):
     assert {("progress", None), ("artifact", "mesh")} <= kinds
     # The engine's preview meshes reached the viewport (when the field already had a surface).
     assert any(previews_seen) or ("artifact", "preview_mesh") not in kinds
+
+
+def test_real_engine_reconstructs_a_blender_capture(scene, engine_python, tmp_path):
+    """Capture Selected's folder is a capture the engine reads, and the mesh comes back where the cube was."""
+    mesh = bpy.data.meshes.new("e2e cube")
+    mesh.from_pydata([(x, y, z) for x in (-1, 1) for y in (-1, 1) for z in (-1, 1)], [],
+                     [(0, 1, 3, 2), (4, 6, 7, 5), (0, 4, 5, 1), (2, 3, 7, 6), (0, 2, 6, 4), (1, 5, 7, 3)])
+    cube = bpy.data.objects.new("e2e cube", mesh)
+    cube.location = (1.0, 2.0, 0.5)
+    scene.collection.objects.link(cube)
+    bpy.context.view_layer.update()
+    folder = api.capture_selected(tmp_path / "cube", views=6, size=32, objects=[cube])
+    handle = api.restyle(folder, method="reconstruct", steps=4, render_size=32, mesh_resolution=32, device="cpu",
+                         live_preview=False, engine_python=engine_python, engine_root=REPO, jobs_dir=tmp_path,
+                         options={"rays_per_step": 512, "hash_levels": 4, "hash_log2_size": 14,
+                                  "hash_max_resolution": 64})
+    drive(handle, timeout=240)
+    assert handle.status == "succeeded", handle.error
+    obj = handle.result
+    assert tuple(obj.location) == (0.0, 0.0, 0.0) and obj["text3d_capture"] == str(folder)
+    verts = np.array([v.co for v in obj.data.vertices])
+    # The engine's object cube sits around the box, which fills 80 % of it (engine/captures.py).
+    assert len(verts) and (np.abs(verts - (1.0, 2.0, 0.5)) <= 1.0 / 0.8 + 1e-3).all()
 
 
 def test_real_engine_cancel(real):

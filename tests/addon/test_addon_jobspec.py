@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from addon_support import REPO
+from addon_support import REPO, make_capture
 
 from blender_text3d import jobspec, paths, runner
 from blender_text3d.jobspec import Settings, SettingsError, build_job
@@ -82,6 +82,110 @@ def test_unknown_setting_is_named():
         jobspec.settings_from({"prompt": "x", "stpes": 3})
 
 
+def test_dreamfusion_guidance_settings_reach_the_options():
+    job = build_job(Settings(prompt="a chair", method="dreamfusion"))
+    assert "options" not in job  # unset: the engine's defaults (100, [0.02, 0.98])
+    job = build_job(Settings(prompt="a chair", method="dreamfusion", guidance_scale=7.5, t_range_min=0.2,
+                             t_range_max=0.5, options={"lambda_orientation": 10.0}))
+    assert job["options"] == {"lambda_orientation": 10.0, "guidance_scale": 7.5, "t_range": [0.2, 0.5]}
+    job = build_job(Settings(prompt="a chair", method="dreamfusion", t_range_max=0.5))
+    assert job["options"] == {"t_range": [0.02, 0.5]}  # the other end keeps the engine's default
+    job = build_job(Settings(prompt="a chair", method="dreamfusion", guidance_scale=0, t_range_min=0.3,
+                             t_range_max=0.3))
+    assert job["options"] == {"guidance_scale": 0.0, "t_range": [0.3, 0.3]}  # the bounds themselves are valid
+
+
+@pytest.mark.parametrize("settings,key,reason", [
+    (dict(guidance_scale=-1.0), "guidance_scale", ">= 0"),
+    (dict(guidance_scale=float("inf")), "guidance_scale", "finite number"),
+    (dict(t_range_min=0.6, t_range_max=0.5), "t_range_min", "greater than t_range_max"),
+    (dict(t_range_max=1.0), "t_range_max", "[0, 1)"),
+    (dict(t_range_min=-0.1), "t_range_min", "[0, 1)"),
+    (dict(t_range_min="low"), "t_range_min", "finite number"),
+    (dict(method="dream_fields", guidance_scale=50.0), "guidance_scale", "only dreamfusion uses it"),
+    (dict(method="dream_fields", t_range_max=0.5), "t_range_max", "only dreamfusion uses it"),
+    (dict(guidance_scale=50.0, options={"guidance_scale": 20.0}), "options.guidance_scale", "give it once"),
+])
+def test_invalid_guidance_settings(settings, key, reason):
+    with pytest.raises(SettingsError) as info:
+        build_job(Settings(**{"prompt": "a chair", "method": "dreamfusion", **settings}))
+    assert info.value.key == key and reason in info.value.reason
+
+
+@pytest.fixture
+def capture(tmp_path):
+    return make_capture(tmp_path / "statue", views=4)
+
+
+@pytest.mark.parametrize("method,quality,expected", [
+    ("reconstruct", "draft", (500, 64, 128, None)), ("reconstruct", "standard", (3000, 64, 256, None)),
+    ("reconstruct", "high", (10000, 128, 256, None)), ("dietnerf", "draft", (500, 64, 128, None)),
+    ("dietnerf", "standard", (3000, 64, 256, None)), ("dietnerf", "high", (10000, 128, 256, None)),
+    ("nerf_art", "draft", (100, 64, 128, 500)), ("nerf_art", "standard", (400, 128, 256, 2000)),
+    ("nerf_art", "high", (1000, 128, 256, 5000))])
+def test_capture_presets(capture, method, quality, expected):
+    prompt = "a bronze statue" if method == "nerf_art" else ""
+    job = build_job(Settings(prompt=prompt, method=method, quality=quality, capture=str(capture)))
+    assert (job["steps"], job["render"]["size"], job["export"]["resolution"],
+            job.get("options", {}).get("reconstruct_steps")) == expected
+
+
+def test_capture_jobs(capture, tmp_path):
+    job = build_job(Settings(method="reconstruct", capture=str(capture / "transforms.json")))
+    assert job == {"spec_version": 1, "method": "reconstruct", "inputs": {"capture": str(capture / "transforms.json")},
+                   "seed": 0, "steps": 3000, "device": "auto", "render": {"size": 64}, "allow_downloads": False,
+                   "export": {"resolution": 256}, "preview_every": 150, "preview_mesh_every": 300}
+    job = build_job(Settings(prompt=" a bronze statue ", method="nerf_art", capture=str(capture), quality="draft"))
+    assert job["prompt"] == "a bronze statue" and job["inputs"] == {"capture": str(capture)}
+    assert job["options"] == {"reconstruct_steps": 500} and job["preview_every"] == 30  # (500 + 100) / 20
+    assert jobspec.job_title(job) == "statue: a bronze statue"
+    assert jobspec.job_title(build_job(Settings(method="dietnerf", capture=str(capture)))) == "statue (dietnerf)"
+    # The user's reconstruction steps, as a setting or as an option, replace the preset's.
+    job = build_job(Settings(prompt="ice", method="nerf_art", capture=str(capture), reconstruct_steps=0))
+    assert job["options"] == {"reconstruct_steps": 0} and job["preview_every"] == 20
+    job = build_job(Settings(prompt="ice", method="nerf_art", capture=str(capture), options={"reconstruct_steps": 9}))
+    assert job["options"] == {"reconstruct_steps": 9}
+    # A finished reconstruction to restyle: no reconstruction steps at all.
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "job.json").write_text("{}")
+    job = build_job(Settings(prompt="ice", method="nerf_art", capture=str(capture), source_job=str(tmp_path / "job")))
+    assert job["inputs"] == {"capture": str(capture), "source_job": str(tmp_path / "job")} and "options" not in job
+    assert set(job) <= TOP_LEVEL_KEYS
+
+
+@pytest.mark.parametrize("settings,key,reason", [
+    (dict(method="nerf_art", prompt=" "), "prompt", "describe the style"),
+    (dict(method="reconstruct", prompt="a statue"), "prompt", "takes no prompt"),
+    (dict(method="dietnerf", prompt="a statue"), "prompt", "takes no prompt"),
+    (dict(method="reconstruct", capture=""), "capture", "is empty"),
+    (dict(method="reconstruct", capture="NOWHERE"), "capture", "does not exist"),
+    (dict(method="reconstruct", capture="EMPTY"), "capture", "has no transforms.json"),
+    (dict(method="reconstruct", capture="NOFRAMES"), "capture", "has no frames"),
+    (dict(method="dream_fields", prompt="a chair"), "capture", "generates from text"),
+    (dict(method="reconstruct", source_job="JOB"), "source_job", "only nerf_art"),
+    (dict(method="nerf_art", prompt="ice", source_job="EMPTY"), "source_job", "not a job folder"),
+    (dict(method="nerf_art", prompt="ice", source_job="JOB", reconstruct_steps=10), "reconstruct_steps",
+     "the source job is the reconstruction"),
+    (dict(method="dietnerf", reconstruct_steps=10), "reconstruct_steps", "only nerf_art"),
+    (dict(method="nerf_art", prompt="ice", reconstruct_steps=-1), "reconstruct_steps", "between 0"),
+    (dict(method="nerf_art", prompt="ice", reconstruct_steps=5, options={"reconstruct_steps": 9}),
+     "options.reconstruct_steps", "give it once"),
+])
+def test_invalid_capture_settings(capture, tmp_path, settings, key, reason):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "noframes").mkdir()
+    (tmp_path / "noframes" / "transforms.json").write_text('{"frames": []}')
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "job.json").write_text("{}")
+    places = {"NOWHERE": tmp_path / "nowhere", "EMPTY": tmp_path / "empty", "NOFRAMES": tmp_path / "noframes",
+              "JOB": tmp_path / "job"}
+    values = {"capture": str(capture), **settings}
+    values = {k: str(places.get(v, v)) if isinstance(v, str) else v for k, v in values.items()}
+    with pytest.raises(SettingsError) as info:
+        build_job(Settings(**values))
+    assert info.value.key == key and reason in info.value.reason
+
+
 def _engine_accepts(jobs: list[dict]) -> list[str]:
     """Run the engine's own parser (engine/spec.py, stdlib only) on each job; '' = accepted."""
     code = ("import json, sys\nfrom engine.spec import parse_job\nfrom engine.errors import EngineError\nout = []\n"
@@ -92,19 +196,32 @@ def _engine_accepts(jobs: list[dict]) -> list[str]:
     return json.loads(proc.stdout)
 
 
-def test_the_engine_parser_accepts_what_the_add_on_writes():
+def test_the_engine_parser_accepts_what_the_add_on_writes(capture, tmp_path):
     code = "from engine.options import METHOD_DEFAULTS; print(' '.join(METHOD_DEFAULTS))"
     engine_methods = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                                         env=runner.child_env(REPO), check=True).stdout.split())
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "job.json").write_text("{}")
+    inputs = {"reconstruct": dict(capture=str(capture)), "dietnerf": dict(capture=str(capture)),
+              "nerf_art": dict(prompt="a bronze statue", capture=str(capture))}
     jobs = []
     for method in sorted(engine_methods & set(jobspec.METHODS)):
+        what = inputs.get(method, dict(prompt="a chair"))
         for quality in ("draft", "standard", "high"):
-            jobs.append(build_job(Settings(prompt="a chair", method=method, quality=quality)))
-        jobs.append(build_job(Settings(prompt="a chair", method=method, steps=5, samples_per_ray=4,
+            jobs.append(build_job(Settings(method=method, quality=quality, **what)))
+        jobs.append(build_job(Settings(method=method, steps=5, samples_per_ray=4,
                                        radius_min=1.76, radius_max=1000, elevation_min=-90, elevation_max=90,
                                        azimuth_min=-180, azimuth_max=180, fov_min=1, fov_max=150,
                                        texture_size=64, threshold="auto", formats=("npz", "glb"),
-                                       device="mps", models={"clip": "ViT-B-16/openai"}, allow_downloads=True)))
+                                       device="mps", models={"clip": "ViT-B-16/openai", "perceptual": "vgg16"},
+                                       allow_downloads=True, **what)))
+    if "dreamfusion" in engine_methods:
+        jobs.append(build_job(Settings(prompt="a chair", method="dreamfusion", guidance_scale=7.5, t_range_min=0.2,
+                                       t_range_max=0.6)))
+    if "nerf_art" in engine_methods:
+        jobs.append(build_job(Settings(prompt="ice", method="nerf_art", capture=str(capture),
+                                       source_job=str(tmp_path / "job"))))
+        jobs.append(build_job(Settings(prompt="ice", method="nerf_art", capture=str(capture), reconstruct_steps=0)))
     assert jobs, f"no method in common: add-on {jobspec.METHODS}, engine {engine_methods}"
     assert _engine_accepts(jobs) == [""] * len(jobs)
 

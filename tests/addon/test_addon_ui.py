@@ -7,9 +7,9 @@ import types
 
 import bpy
 import pytest
-from addon_support import FAKE_ROOT, drive
+from addon_support import FAKE_ROOT, drive, make_capture
 
-from blender_text3d import api, operators, ui
+from blender_text3d import api, jobspec, operators, ui
 from blender_text3d.jobs import MANAGER
 
 ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
@@ -18,17 +18,19 @@ ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum
 class Layout:
     """Records what a draw function asks for, and checks every name against Blender's."""
 
-    def __init__(self, texts: list, ops: list | None = None):
+    def __init__(self, texts: list, ops: list | None = None, props: list | None = None):
         self.texts = texts
         self.ops = [] if ops is None else ops  # (idname, text, properties set on the button)
+        self.props = [] if props is None else props  # names of the properties drawn
 
     def _child(self, *args, **kwargs):
-        return Layout(self.texts, self.ops)
+        return Layout(self.texts, self.ops, self.props)
 
     row = column = box = _child
 
     def prop(self, data, name, **kwargs):
         assert name in data.bl_rna.properties, f"no property {name!r} on {data}"
+        self.props.append(name)
 
     def label(self, text="", icon="NONE"):
         assert icon in ICONS, icon
@@ -104,6 +106,74 @@ def test_preferences_draw(addon, result, monkeypatch):
         assert "models clip: ViT-B-16/openai MISSING" in texts
     elif "error" in result:
         assert "Engine not usable" in texts
+
+
+def draw_panel(panel, context) -> Layout:
+    layout = Layout([])
+    panel.draw(types.SimpleNamespace(layout=layout), context)
+    return layout
+
+
+def test_dreamfusion_settings_appear_only_for_dreamfusion(scene):
+    s = scene.text3d
+    diffusion = {"negative_prompt", "guidance_scale", "t_range_min", "t_range_max"}
+    try:
+        assert not diffusion & set(draw_panel(ui.VIEW3D_PT_text3d, bpy.context).props)
+        s.method = "dreamfusion"
+        assert diffusion <= set(draw_panel(ui.VIEW3D_PT_text3d, bpy.context).props)
+        assert (s.guidance_scale, round(s.t_range_min, 6), round(s.t_range_max, 6)) == (100.0, 0.02, 0.98)
+        assert "options" not in jobspec.build_job(api.settings_for("a chair"))  # unchanged: the engine's defaults
+        s.guidance_scale, s.t_range_max = 7.5, 0.5
+        assert jobspec.build_job(api.settings_for("a chair"))["options"] == {"guidance_scale": 7.5,
+                                                                            "t_range": [0.02, 0.5]}
+        s.method = "dream_fields"  # hidden, so they must not act
+        assert "options" not in jobspec.build_job(api.settings_for("a chair"))
+    finally:
+        for key in ("method", *diffusion):
+            s.property_unset(key)
+
+
+def test_restyle_section(scene, tmp_path):
+    s = scene.text3d
+    try:
+        layout = draw_panel(ui.VIEW3D_PT_text3d_restyle, bpy.context)
+        assert {"capture_path", "restyle_method", "style_prompt", "restyle_quality"} <= set(layout.props)
+        assert any(t.startswith("capture: is empty; capture the selected") for t in layout.texts)
+        assert [op[0] for op in layout.ops] == ["text3d.capture_selected", "text3d.import_capture", "text3d.restyle"]
+        s.capture_path = str(make_capture(tmp_path / "few", views=4))
+        s.style_prompt = "a bronze statue"
+        layout = draw_panel(ui.VIEW3D_PT_text3d_restyle, bpy.context)
+        assert "4 views" in layout.texts and any("DietNeRF is made for" in t for t in layout.texts)
+        assert "500 + 100 style steps, 64 px, mesh 128" not in layout.texts  # standard, not draft
+        assert "2000 + 400 style steps, 128 px, mesh 256" in layout.texts
+        assert layout.ops[-1][1] == "Restyle"
+        s.restyle_method = "dietnerf"
+        layout = draw_panel(ui.VIEW3D_PT_text3d_restyle, bpy.context)
+        assert "style_prompt" not in layout.props and layout.ops[-1][1] == "Reconstruct"
+        assert not any("DietNeRF is made for" in t for t in layout.texts)
+        assert "3000 steps, 64 px, mesh 256" in layout.texts
+        s.capture_path = str(tmp_path)
+        assert "has no transforms.json" in " ".join(draw_panel(ui.VIEW3D_PT_text3d_restyle, bpy.context).texts)
+    finally:
+        for key in ("capture_path", "style_prompt", "restyle_method"):
+            s.property_unset(key)
+
+
+def test_restyle_button_in_the_panel_polls_the_restyle_settings(scene, tmp_path):
+    window = bpy.context.window_manager.windows[0]
+    area = next(a for a in window.screen.areas if a.type == "VIEW_3D")
+    region = next(r for r in area.regions if r.type == "UI")
+    s = scene.text3d
+    try:
+        with bpy.context.temp_override(window=window, area=area, region=region):
+            assert not bpy.ops.text3d.restyle.poll()  # no capture
+            s.capture_path = str(make_capture(tmp_path / "cap", views=12))
+            assert not bpy.ops.text3d.restyle.poll()  # no style prompt
+            s.restyle_method = "reconstruct"
+            assert bpy.ops.text3d.restyle.poll()
+    finally:
+        for key in ("capture_path", "restyle_method"):
+            s.property_unset(key)
 
 
 def test_generate_button_in_the_panel_polls_the_panel_settings(scene):

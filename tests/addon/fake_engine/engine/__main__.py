@@ -1,7 +1,9 @@
 """A stand-in for `python -m engine` that speaks the DESIGN.md contract without torch.
 
 Reads JOB_DIR/job.json and emits the event stream, previews, preview meshes and
-result/mesh.npz of a coloured sphere. The environment variable TEXT3D_FAKE_ENGINE (a JSON
+result/mesh.npz of a coloured sphere. Capture jobs (inputs.capture) run as the engine counts
+them (nerf_art: options.reconstruct_steps + steps), and their sphere fills the capture's
+text3d_bounds, in its world frame. The environment variable TEXT3D_FAKE_ENGINE (a JSON
 object) steers it, so job.json stays exactly what the add-on wrote:
   mode: "ok" | "crash" (dies mid-job without `finished`) | "error" (reports an error)
         | "hang" (ignores the cancel file) | "garbage" (noise and unknown events on stdout)
@@ -103,6 +105,18 @@ def models(argv, fake):
     return 0
 
 
+def capture_sphere(capture):
+    """(centre, radius) of the result sphere of a capture job: the box's centre and half its largest
+    side, as the engine places the object; None when the capture has no text3d_bounds."""
+    path = Path(capture)
+    path = path / "transforms.json" if path.is_dir() else path
+    bounds = json.loads(path.read_text()).get("text3d_bounds")
+    if bounds is None:
+        return None
+    lo, hi = np.array(bounds, np.float32)
+    return (lo + hi) / 2, float((hi - lo).max()) / 2
+
+
 def main(argv):
     fake = json.loads(os.environ.get("TEXT3D_FAKE_ENGINE") or "{}")
     if argv[:1] == ["check"]:
@@ -129,6 +143,9 @@ def main(argv):
         return bool(stop) or (mode != "hang" and (job_dir / "cancel").exists())
 
     steps = job["steps"]
+    inputs = job.get("inputs", {})
+    if job["method"] == "nerf_art" and "source_job" not in inputs:
+        steps += job.get("options", {}).get("reconstruct_steps", 2000)
     emit(event="started", method=job["method"], steps=steps, device="cpu", engine="fake")
     log.write("fake engine started\n")
     log.flush()
@@ -143,6 +160,14 @@ def main(argv):
              hint="make it with make-tiny")
         emit(event="finished", status="failed")
         return 3
+    placement = None
+    if "capture" in inputs:
+        try:
+            placement = capture_sphere(inputs["capture"])
+        except (OSError, ValueError) as exc:
+            emit(event="error", kind="capture_invalid", message=str(exc), hint="check the capture")
+            emit(event="finished", status="failed")
+            return 3
     (job_dir / "previews").mkdir(exist_ok=True)
     start = time.monotonic()
     for step in range(1, steps + 1):
@@ -169,7 +194,11 @@ def main(argv):
             emit(event="artifact", kind="preview_mesh", path=name, step=step)
     (job_dir / "result").mkdir(exist_ok=True)
     v, f, c = sphere(32)
-    arrays = dict(vertices=v + np.float32(job.get("orbit", {}).get("look_at", [0, 0, 0])), faces=f, vertex_colors=c)
+    if placement is not None:
+        v = placement[0] + v / np.float32(0.5) * np.float32(placement[1])
+    else:
+        v = v + np.float32(job.get("orbit", {}).get("look_at", [0, 0, 0]))
+    arrays = dict(vertices=v.astype(np.float32), faces=f, vertex_colors=c)
     if fake.get("texture"):
         arrays["uvs"] = np.tile(np.array([[0, 0], [1, 0], [0, 1]], np.float32), (len(f), 1))
         tex = np.zeros((4, 4, 3), np.uint8)
