@@ -90,6 +90,10 @@ class DreamFusionOptions:
     """Elevation above which the prompt gets ", overhead view" instead of front/side/back."""
     albedo_warmup_steps: int = 2000
     """Steps of albedo-only shading before lambertian and textureless join; capped at a fifth of the run."""
+    latent_warmup_steps: int = 0
+    """First steps whose albedo render is mapped to the diffusion latents by a fixed linear map instead of the
+    VAE encoder (0 = off): cheaper early steps, with a cruder colour target; the shape forms earlier.
+    Shading is albedo-only during them; capped at a fifth of the run."""
     lambda_orientation: float = 1000.0
     """Weight of the orientation loss (normals facing away from the camera; threestudio ramps to 1000)."""
     lambda_opacity: float = 1e-3
@@ -130,7 +134,7 @@ class DreamFusionOptions:
         lo, hi = self.t_range
         _check(0 <= lo <= hi < 1, f"{key}.t_range", list(self.t_range), "must be two fractions with 0 <= min <= max < 1")
         _check(0 <= self.overhead_deg <= 90, f"{key}.overhead_deg", self.overhead_deg, "must lie within [0, 90]")
-        for name in ("albedo_warmup_steps", "regularizer_ramp_steps"):
+        for name in ("albedo_warmup_steps", "latent_warmup_steps", "regularizer_ramp_steps"):
             _check(getattr(self, name) >= 0, f"{key}.{name}", getattr(self, name), "must be >= 0")
         for name in ("lambda_orientation", "lambda_opacity", "blob_density"):
             _check(getattr(self, name) >= 0, f"{key}.{name}", getattr(self, name), "must be >= 0")

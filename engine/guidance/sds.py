@@ -4,6 +4,12 @@ The render is encoded by the VAE with gradients; noise is added at a random time
 UNet's classifier-free-guided noise prediction, minus the noise, is the gradient on the
 latents: w(t) * (eps_hat - eps), w(t) = 1 - alpha_bar_t. The UNet itself is never
 differentiated (stable-dreamfusion, threestudio).
+
+Optionally (`approximate=True`, DreamFusion's latent warm-up) the render skips the VAE encoder:
+it is resized to the latent resolution and mapped to latents by a fixed affine map, the
+least-squares inverse of the linear latent -> RGB approximation that previewers use. Cheaper
+(no 512 px encoder forward and backward), with a cruder colour target; in the spirit of
+Latent-NeRF and threestudio's `rgb_as_latents`, where the field renders the 4 latent channels.
 """
 from __future__ import annotations
 
@@ -13,6 +19,38 @@ import torch
 import torch.nn.functional as F
 
 from ..models.diffusion import DiffusionModels
+
+# Stable Diffusion 1.x/2.x latents -> RGB, a 4x3 linear map: rgb in [-1, 1] = latents (scaled by
+# 0.18215, as the UNet sees them) @ LATENT_RGB_FACTORS, no bias. The factors are ComfyUI's
+# (comfy/latent_formats.py, class SD15, which ComfyUI also uses for SD 2.x; latent_preview.py's
+# Latent2RGBPreviewer maps the product from [-1, 1] to [0, 255]). They replaced the first such
+# factors there, Keturn's, fitted on SD 1.4 (https://discuss.huggingface.co/t/23204, "Decoding
+# latents to RGB without upscaling", 2022; also InvokeAI's approximate decoder).
+LATENT_RGB_FACTORS = (
+    # R        G        B
+    (0.3512, 0.2297, 0.3227),
+    (0.3250, 0.4974, 0.2350),
+    (-0.2829, 0.1762, 0.2721),
+    (-0.2120, -0.2616, -0.7177),
+)
+LATENT_RGB_SCALING = 0.18215
+"""The VAE scaling factor of the latents that LATENT_RGB_FACTORS were fitted on."""
+
+
+def rgb_to_latent_map(scaling_factor: float = LATENT_RGB_SCALING) -> tuple[torch.Tensor, torch.Tensor]:
+    """(matrix (3, 4), bias (4,)) with latents = rgb @ matrix + bias for rgb in [0, 1], float32.
+
+    The minimum-norm least-squares inverse of rgb_[-1,1] = latents @ LATENT_RGB_FACTORS: the
+    factors have rank 3, so RGB -> latents -> RGB is exact (to float rounding) and latents ->
+    RGB -> latents is the orthogonal projection onto the factors' 3-dimensional column space
+    (what the 4th latent direction held is lost: the cruder target). The bias is the [0, 1] ->
+    [-1, 1] shift. Latents come out scaled by `scaling_factor` (the VAE's config.scaling_factor,
+    as ScoreDistillation.encode scales them), rescaled from the factors' own 0.18215.
+    """
+    inverse = torch.linalg.pinv(torch.tensor(LATENT_RGB_FACTORS, dtype=torch.float64))  # (3, 4)
+    inverse = inverse * (scaling_factor / LATENT_RGB_SCALING)
+    # latents = (2 rgb - 1) @ inverse
+    return (2 * inverse).float(), (-inverse.sum(0)).float()
 
 
 def view_prompt(prompt: str, azimuth_deg: float, elevation_deg: float, overhead_deg: float = 60.0) -> str:
@@ -49,6 +87,10 @@ class ScoreDistillation:
         # The VAE's input side: what the UNet was trained at times the VAE's downsampling (512 for SD 2.1-base).
         self.vae_factor = 2 ** (len(models.vae.config.block_out_channels) - 1)
         self.image_size = models.unet.config.sample_size * self.vae_factor
+        # The UNet's latent side (64 for SD 2.1-base): approximate_latents resizes renders to it.
+        self.latent_size = self.image_size // self.vae_factor
+        matrix, bias = rgb_to_latent_map(models.vae.config.scaling_factor)
+        self.rgb_to_latents = matrix.to(self.device), bias.to(self.device)
         self.dtype = models.unet.dtype
         self._embeddings: dict[str, torch.Tensor] = {}
 
@@ -80,10 +122,28 @@ class ScoreDistillation:
             # The posterior mean: sampling would add noise the SDS noise already provides.
             return vae.encode(2 * x - 1).latent_dist.mean * vae.config.scaling_factor
 
-    def loss(self, images: torch.Tensor, views, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        """images (B,H,W,3) in [0,1], views (engine.cameras.Views, B cameras) -> {"sds": scalar}, unweighted."""
+    def approximate_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """(B,H,W,3) in [0,1] -> (B,4,h,w) scaled latents by rgb_to_latent_map, without the VAE; with gradients.
+
+        Resized first (the map is affine per pixel, so resizing commutes with it): h = w = the
+        UNet's latent side (64 for SD 2.1-base, whose 64 px renders then need no resizing).
+        """
+        x = images.permute(0, 3, 1, 2).float()
+        if x.shape[-1] != self.latent_size or x.shape[-2] != self.latent_size:
+            # antialias when shrinking: plain bilinear would skip pixels and their gradients.
+            x = F.interpolate(x, size=(self.latent_size, self.latent_size), mode="bilinear", align_corners=False,
+                              antialias=x.shape[-1] > self.latent_size)
+        matrix, bias = self.rgb_to_latents
+        return (torch.einsum("bchw,cl->blhw", x, matrix) + bias[:, None, None]).to(self.dtype)
+
+    def loss(self, images: torch.Tensor, views, generator: torch.Generator,
+             approximate: bool = False) -> dict[str, torch.Tensor]:
+        """images (B,H,W,3) in [0,1], views (engine.cameras.Views, B cameras) -> {"sds": scalar}, unweighted.
+
+        approximate: latents by approximate_latents (no VAE encoder) instead of encode.
+        """
         b = images.shape[0]
-        latents = self.encode(images)
+        latents = self.approximate_latents(images) if approximate else self.encode(images)
         t = torch.randint(self.t_min, self.t_max + 1, (b,), generator=generator)
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         cond = torch.stack([self.embed(view_prompt(self.prompt, float(az), float(el), self.overhead_deg))

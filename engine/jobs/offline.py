@@ -35,7 +35,7 @@ def load_field(job_dir: Path, device_name: str | None = None):
     return spec, field, device, frame
 
 
-def read_cameras(path: Path, frame: ObjectFrame) -> list[dict]:
+def read_cameras(path: Path, cube: ObjectFrame) -> list[dict]:
     """transforms.json (world cameras) -> per frame: c2w (object space), width, height, fx, fy, cx, cy, name.
 
     Intrinsics as `camera_angle_x` or `fl_x, fl_y, cx, cy, w, h`, per file or per frame.
@@ -51,7 +51,7 @@ def read_cameras(path: Path, frame: ObjectFrame) -> list[dict]:
         if m.shape != (4, 4) or not torch.isfinite(m).all():
             raise EngineError("invalid_job", f"{path}: frames[{i}].transform_matrix is not a finite 4x4 matrix",
                               "fix the camera matrix")
-        m = frame.c2w_to_object(m)
+        m = cube.c2w_to_object(m)
         w, h = int(get("w", 0) or 0), int(get("h", 0) or 0)
         if get("fl_x") is not None:
             fx = float(get("fl_x"))

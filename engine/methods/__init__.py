@@ -7,13 +7,15 @@ A method module provides:
   (loss name -> weight) and `step(step, generator) -> StepOutput` (named, unweighted
   losses plus float metrics). The run loop (engine/jobs/run.py) does the rest.
 """
-from . import dream_fields, dreamfusion, reconstruct
+from . import dietnerf, dream_fields, dreamfusion, nerf_art, reconstruct
 from .base import StepOutput
 
 METHODS = {
     "dream_fields": dream_fields,
     "dreamfusion": dreamfusion,
     "reconstruct": reconstruct,
+    "dietnerf": dietnerf,
+    "nerf_art": nerf_art,
 }
 
 __all__ = ["METHODS", "StepOutput"]

@@ -7,6 +7,11 @@ orientation loss and an entropy loss on opacity with ramped weights, a hash grid
 density blob at the centre, Adam lr 1e-2. Where we depart: normals are one finite-difference
 normal per ray at its expected surface point (engine/render/shading.py), not per sample by
 autograd; the background is a random solid colour per step, not a learned one.
+
+Optional latent warm-up (options.latent_warmup_steps, after Latent-NeRF and threestudio's
+`rgb_as_latents`): the first steps skip the VAE encoder. The field keeps its 3-channel albedo
+(the mesh bakes it), so instead of rendering 4 latent channels the albedo render is mapped to
+latents by a fixed affine map (engine/guidance/sds.py: rgb_to_latent_map).
 """
 from __future__ import annotations
 
@@ -80,6 +85,7 @@ class DreamFusion:
         self.optimizer = torch.optim.Adam(self.field.parameters(), lr=o.lr, betas=(0.9, 0.99), eps=1e-15)
         # Schedules are for 10k-step runs; a short run still reaches the final settings.
         self.warmup = min(o.albedo_warmup_steps, spec.steps // 5)
+        self.latent_warmup = min(o.latent_warmup_steps, spec.steps // 5)
         self.ramp = min(o.regularizer_ramp_steps, spec.steps // 2)
 
     def learning_rate(self, step: int) -> float:
@@ -100,7 +106,9 @@ class DreamFusion:
             field = skip_empty(self.field, self.occupancy)
         view = sample_orbit(spec.orbit, 1, generator)
         u, jitter = torch.rand(6, generator=generator).tolist(), torch.randn(3, generator=generator)
-        mode = ("albedo" if step < self.warmup or u[0] < ALBEDO_P
+        # Latent steps are albedo-only, as Latent-NeRF's latent renders are unshaded: shape and colour first.
+        latent = step < self.latent_warmup
+        mode = ("albedo" if step < self.warmup or latent or u[0] < ALBEDO_P
                 else "textureless" if u[0] < ALBEDO_P + TEXTURELESS_P else "lambertian")
         ambient = 0.1 + 0.9 * u[1]
         # A point light around the camera (threestudio): its direction jittered, its distance 0.8-1.5x the camera's.
@@ -116,14 +124,16 @@ class DreamFusion:
         points, normals = surface_normals(field, origins, dirs, out.depth.reshape(-1), opacity)
         rgb = shade(mode, out.rgb.reshape(-1, 3), opacity, normals, points, light, ambient)
         image = composite(rgb, opacity, background).reshape(1, size, size, 3)
-        # 4. SDS under the view prompt; regularisers on the normals and the opacity.
-        losses = self.guidance.loss(image, view, generator)
+        # 4. SDS under the view prompt (in the latent warm-up without the VAE encoder); regularisers on
+        # the normals and the opacity.
+        losses = self.guidance.loss(image, view, generator, approximate=latent)
         # Normals facing away from the camera on visible surfaces (Ref-NeRF's orientation loss).
         losses["orientation"] = (opacity.detach() * (normals * dirs).sum(-1).clamp(min=0).square()).mean()
         # Binary entropy: each ray either fully empty or fully opaque, no fog.
         a = opacity.clamp(1e-5, 1 - 1e-5)
         losses["opacity"] = -(a * torch.log2(a) + (1 - a) * torch.log2(1 - a)).mean()
-        metrics = {"opacity": opacity.mean().item(), "shading": float(("albedo", "lambertian", "textureless").index(mode))}
+        metrics = {"opacity": opacity.mean().item(),
+                   "shading": float(("albedo", "lambertian", "textureless").index(mode)), "latent": float(latent)}
         if self.occupancy is not None:
             metrics["occupied"] = self.occupancy.fraction
         return StepOutput(losses, metrics)

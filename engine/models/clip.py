@@ -34,6 +34,12 @@ class ClipModel:
         with torch.no_grad():
             return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) RGB in [0, 1] -> (B, 3, S, S) resized (bilinear, antialiased when shrinking) and normalised."""
+        x = F.interpolate(images, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False,
+                          antialias=max(images.shape[-2:]) > self.image_size)
+        return (x - self.mean.to(x)[:, None, None]) / self.std.to(x)[:, None, None]
+
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) images, already resized and normalised -> (B, D) unit-length embeddings, differentiable."""
         return F.normalize(self.model.encode_image(images).float(), dim=-1)

@@ -12,7 +12,7 @@ from engine.models.tiny import make_tiny
 
 
 def make_tiny_command(out_dir: str) -> int:
-    """`models make-tiny DIR`: prints {"clip": path, "diffusion": path} as one JSON line."""
+    """`models make-tiny DIR`: prints {"clip": path, "diffusion": path, "perceptual": path} as one JSON line."""
     try:
         paths = make_tiny(out_dir)
     except OSError as e:

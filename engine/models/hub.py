@@ -1,20 +1,25 @@
-"""Fetching models into the Hugging Face cache: the only module here that touches the network."""
+"""Fetching models into the Hugging Face cache (torchvision weights into torch's hub cache): the only
+module here that touches the network."""
 from __future__ import annotations
 
 import fnmatch
 import sys
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlparse
 
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError
+from torch.hub import HASH_REGEX, download_url_to_file
 from tqdm.auto import tqdm
 
 from engine.errors import EngineError
 from engine.models.registry import (
     ALTERNATIVES, DEFAULT_MODELS, DOWNLOAD_SIZES_MB, ModelRef, parse_model, sd2_note,
 )
-from engine.models.resolve import OPEN_CLIP_FILES, SD_WEIGHTS, locate, missing_error, open_clip_weight_files
+from engine.models.resolve import (
+    OPEN_CLIP_FILES, SD_WEIGHTS, locate, missing_error, open_clip_weight_files, torch_hub_file,
+)
 
 # What `download` fetches of a diffusers repository: of each group, the first name or pattern the
 # repository has. fp16 safetensors halve the download; loading casts them to the dtype asked for.
@@ -36,13 +41,16 @@ class _SilentTqdm(tqdm):
 
 
 def download(name: str, progress: bool = True) -> str:
-    """Fetch a hub model into the HF cache and return its local location (a local path is only checked).
+    """Fetch a hub model into the HF cache (torchvision weights into torch's hub cache) and return its
+    local location (a local path is only checked).
 
     progress: a line and tqdm bars on stderr. Raises EngineError("model_missing") when the hub
-    cannot be reached or lacks the model.
+    (or torchvision's server) cannot be reached or lacks the model.
     """
     ref = parse_model(name)
-    if ref.repo_id is not None:
+    if ref.url is not None:
+        _fetch_url(ref, progress)
+    elif ref.repo_id is not None:
         if ref.arch is not None:
             groups = (open_clip_weight_files(ref),)
         elif ref.kind == "open_clip":
@@ -65,7 +73,7 @@ def ensure_local(ref: ModelRef, role: str, allow_downloads: bool) -> Path:
     located = locate(ref)
     if located.path is not None:
         return located.path
-    if not allow_downloads or ref.repo_id is None:
+    if not allow_downloads or ref.path is not None:
         raise missing_error(ref, role, located)
     return Path(download(ref.name))
 
@@ -84,6 +92,28 @@ def _fetch(ref: ModelRef, groups: tuple[tuple[str, ...], ...], tqdm_class: type 
         chosen.append(pattern)
     with _hub_errors(ref):
         snapshot_download(ref.repo_id, allow_patterns=chosen, tqdm_class=tqdm_class)
+
+
+def _fetch_url(ref: ModelRef, progress: bool) -> None:
+    """Download torchvision weights to where torchvision caches them, checking the hash prefix in the
+    file name as torchvision does. torch writes a temporary file and renames it: never half written."""
+    target = torch_hub_file(ref.url)
+    if target.is_file():
+        return
+    if progress:
+        size = DOWNLOAD_SIZES_MB.get(ref.name)
+        about = f" (about {size / 1000:.1f} GB)" if size else ""
+        print(f"downloading {ref.name}{about} from {urlparse(ref.url).netloc}", file=sys.stderr)
+    match = HASH_REGEX.search(target.name)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        download_url_to_file(ref.url, str(target), match.group(1) if match else None, progress=progress)
+    except Exception as e:  # network, proxy, disk, a hash that does not match: all leave the model missing
+        raise EngineError(
+            "model_missing", f"could not download {ref.name} from {ref.url}: {type(e).__name__}: {e}",
+            f"check the network connection (and HTTPS_PROXY), or copy {target.name} into {target.parent} "
+            "from a machine that has it, or give a local folder with perceptual_config.json + model.safetensors.",
+        ) from e
 
 
 @contextmanager

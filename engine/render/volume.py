@@ -21,6 +21,12 @@ class RenderOutput:
     """(...,) accumulated alpha; transmittance = 1 - opacity."""
     depth: torch.Tensor
     """(...,) expected distance along the ray of the visible surface (far bound where empty)."""
+    weights: torch.Tensor | None = None
+    """(R,S) volume-rendering weight of each sample; only with return_samples (zeros where a ray misses the cube)."""
+    t: torch.Tensor | None = None
+    """(R,S) distance along the ray to the middle of each sample's bin, increasing; only with return_samples."""
+    delta: torch.Tensor | None = None
+    """(R,1) length of every bin of the ray; only with return_samples."""
 
 
 def ray_cube_intersect(origins: torch.Tensor, dirs: torch.Tensor, bound: float = 1.0):
@@ -63,19 +69,27 @@ def volume_weights(density: torch.Tensor, delta: torch.Tensor):
 
 
 def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, n_samples: int,
-                generator: torch.Generator | None = None, pixel_radius: float | None = None) -> RenderOutput:
+                generator: torch.Generator | None = None, pixel_radius: float | None = None,
+                return_samples: bool = False) -> RenderOutput:
     """Render R rays through the object cube.
 
     origins, dirs: (R,3), dirs unit length. Only rays that hit the cube query the field.
     pixel_radius: cone radius per unit distance, passed to the field as each sample's
-    footprint (integrated encodings use it). Returns per-ray RenderOutput.
+    footprint (integrated encodings use it). return_samples: also return each sample's weight
+    and bin (for weight_spread). Returns per-ray RenderOutput.
     """
     near, far, hit = ray_cube_intersect(origins, dirs)
-    rgb = torch.zeros(origins.shape[0], 3, device=origins.device)
-    opacity = torch.zeros(origins.shape[0], device=origins.device)
+    r = origins.shape[0]
+    rgb = torch.zeros(r, 3, device=origins.device)
+    opacity = torch.zeros(r, device=origins.device)
     depth = far.clamp(min=0).clone()
+    samples = {}
+    if return_samples:
+        samples = {"weights": torch.zeros(r, n_samples, device=origins.device),
+                   "t": torch.zeros(r, n_samples, device=origins.device),
+                   "delta": torch.zeros(r, 1, device=origins.device)}
     if not hit.any():
-        return RenderOutput(rgb, opacity, depth)
+        return RenderOutput(rgb, opacity, depth, **samples)
     o, d, near_h, far_h = origins[hit], dirs[hit], near[hit], far[hit]
     t, delta = stratified_samples(near_h, far_h, n_samples, generator)
     x = (o[:, None, :] + t[..., None] * d[:, None, :]).reshape(-1, 3)
@@ -86,7 +100,34 @@ def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, n_sam
     rgb = rgb.index_put((hit,), (weights[..., None] * out.albedo.reshape(*t.shape, 3)).sum(dim=1))
     opacity = opacity.index_put((hit,), acc)
     depth = depth.index_put((hit,), (weights * t).sum(dim=1) + (1 - acc) * far_h)
-    return RenderOutput(rgb, opacity, depth)
+    if return_samples:
+        middles = near_h[:, None] + (torch.arange(n_samples, device=t.device)[None] + 0.5) * delta
+        samples = {"weights": samples["weights"].index_put((hit,), weights),
+                   "t": samples["t"].index_put((hit,), middles),
+                   "delta": samples["delta"].index_put((hit,), delta)}
+    return RenderOutput(rgb, opacity, depth, **samples)
+
+
+def weight_spread(weights: torch.Tensor, t: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
+    """How spread out each ray's weights are: mip-NeRF 360's distortion loss, NeRF-Art's weight
+    regularisation against cloudy artefacts. Small when the weight is one thin surface, 0 when empty.
+
+    weights: (R,S); t: (R,S) bin middles, increasing along each ray; delta: optional (R,S) or (R,1)
+    bin lengths. Returns (R,) sum_{i,j} w_i w_j |t_i - t_j|, plus 1/3 sum_i w_i^2 delta_i (the spread
+    inside each bin) when delta is given.
+
+    O(S) per ray: with t sorted, the double sum is 2 sum_i w_i (t_i sum_{j<i} w_j - sum_{j<i} w_j t_j),
+    two exclusive cumulative sums.
+    """
+    wt = weights * t
+
+    def before(x):  # sum_{j<i} x_j
+        return torch.cumsum(torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1), dim=1)
+
+    spread = 2 * (weights * (t * before(weights) - before(wt))).sum(dim=1)
+    if delta is not None:
+        spread = spread + (weights.square() * delta).sum(dim=1) / 3
+    return spread
 
 
 def composite(rgb: torch.Tensor, opacity: torch.Tensor, background: torch.Tensor) -> torch.Tensor:

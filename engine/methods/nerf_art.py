@@ -1,0 +1,197 @@
+"""NeRF-Art (Wang et al. 2022): restyle a reconstructed capture with a text prompt.
+
+Two phases on one field. First the capture is reconstructed (engine/methods/reconstruct.py),
+or the field of a finished reconstruct/dietnerf job is loaded (`inputs.source_job`). Then the
+style steps fine-tune it so renders from the capture's poses move in CLIP space from the
+source ("a photo") towards the style prompt: the relative directional loss, the global and
+local (patch) contrastive losses against negative styles (tau 0.07), a VGG perceptual loss
+against the source render at the same pose (keeps the structure), and the ray-weight spread
+regulariser (against clouds near the camera). Weights from the paper: 1, 0.2, 0.1, 2.
+
+Memory (as the paper): the style image is rendered whole without gradients, dL/dimage is
+computed once, then rays are re-rendered in chunks with gradients and the cached gradient is
+back-propagated chunk by chunk (engine/render/chunked.py), so memory does not grow with the
+image. Those losses reach the run loop detached (already back-propagated); the spread
+regulariser, on a random subset of rays, goes the usual way.
+Where we depart: a hash-grid field (the official code fine-tunes NeuS/NeRF MLPs) with a
+higher learning rate than its 5e-4; the source field is a frozen copy kept in checkpoints.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+
+import torch
+
+from ..captures import ObjectFrame
+from ..errors import EngineError
+from ..guidance.clip_style import StyleGuidance
+from ..guidance.negative_styles import NEGATIVE_STYLES, negative_styles_for
+from ..guidance.perceptual import PerceptualLoss
+from ..models import load_clip
+from ..models.perceptual import load_perceptual
+from ..models.registry import DEFAULT_MODELS
+from ..render import composite, render_rays
+from ..render.chunked import backprop_in_chunks
+from ..render.image import PIXEL_RADIUS
+from ..render.occupancy import skip_empty
+from ..render.volume import weight_spread
+from ..spec import JobSpec, load_job
+from .base import StepOutput
+from .reconstruct import Reconstruct
+from .reconstruct import make_field as reconstruct_field
+
+log = logging.getLogger("engine.nerf_art")
+
+# The paper's CLIP; the job's models.clip overrides it.
+NERF_ART_CLIP = "ViT-B-32/openai"
+SOURCE_METHODS = ("reconstruct", "dietnerf", "nerf_art")
+# Rays per style step that carry the spread regulariser (a random subset of the image's).
+SPREAD_RAYS = 1024
+
+
+def source_spec(spec: JobSpec) -> JobSpec | None:
+    """The finished job named by inputs.source_job, checked; None when the capture is reconstructed here."""
+    if spec.inputs.source_job is None:
+        return None
+    from pathlib import Path
+
+    folder = Path(spec.inputs.source_job).expanduser()
+    try:
+        source = load_job(folder)
+    except EngineError as e:
+        raise EngineError("invalid_job", f"inputs.source_job: {folder} is not a readable job ({e.message})",
+                          "give the folder of a finished reconstruct or dietnerf job") from None
+    if source.method not in SOURCE_METHODS:
+        raise EngineError("invalid_job", f"inputs.source_job: {folder} is a {source.method} job",
+                          f"give a job of method {' or '.join(SOURCE_METHODS)}")
+    return source
+
+
+def make_field(spec: JobSpec):
+    """The field as the source job built it (its hash grid settings), else as this job's options say."""
+    source = source_spec(spec)
+    return reconstruct_field(source if source is not None else spec)
+
+
+class NerfArt(Reconstruct):
+    new_field = staticmethod(make_field)
+
+    def __init__(self, spec: JobSpec, device: torch.device) -> None:
+        o = spec.options
+        super().__init__(spec, device)
+        # 1. The source field: reconstructed here first, or a finished job's (then in its object frame).
+        self.source = copy.deepcopy(self.field).requires_grad_(False)
+        self.modules["source"] = self.source
+        source = source_spec(spec)
+        if source is None:
+            self.reconstruct_steps = o.reconstruct_steps
+        else:
+            self.reconstruct_steps = 0
+            self.load_source(spec.inputs.source_job, source, device)
+        self.total_steps = self.reconstruct_steps + spec.steps
+        # 2. Guidance: CLIP for the style losses, VGG for the structure.
+        clip = load_clip(spec.models.get("clip", NERF_ART_CLIP), device, spec.allow_downloads)
+        negatives = negative_styles_for(spec.prompt, list(o.negative_styles) or list(NEGATIVE_STYLES))
+        self.style = StyleGuidance(clip, o.source_text, spec.prompt, negatives, o.tau, o.n_patches, o.patch_fraction)
+        self.perceptual = PerceptualLoss(load_perceptual(spec.models.get("perceptual", DEFAULT_MODELS["perceptual"]),
+                                                         device, spec.allow_downloads))
+        self.source_renders: dict[int, torch.Tensor] = {}
+
+    def load_source(self, folder, source: JobSpec, device) -> None:
+        from ..jobs.checkpoint import load_checkpoint, read_checkpoint_meta
+
+        meta = read_checkpoint_meta(folder)
+        if meta is None:
+            raise EngineError("invalid_job", f"inputs.source_job: {folder} has no checkpoint",
+                              "run the source job to the end first")
+        modules = {"field": self.field}
+        if self.occupancy is not None and source.options.occupancy_resolution == self.occupancy.resolution:
+            modules["occupancy"] = self.occupancy
+        try:
+            load_checkpoint(folder, modules, None, device)
+        except RuntimeError as e:
+            raise EngineError("invalid_job", f"inputs.source_job: its checkpoint does not fit this job's field ({e})",
+                              "use the same options.occupancy_resolution as the source job") from None
+        self.source.load_state_dict(self.field.state_dict())
+        # The capture's cameras, re-expressed in the frame the source field was fitted in.
+        if meta.get("object_frame"):
+            frame = ObjectFrame.from_dict(meta["object_frame"])
+            self.capture.c2w = frame.c2w_to_object(self.frame.c2w_to_world(self.capture.c2w))
+            self.frame = self.capture.frame = frame
+        log.info("style steps start from %s (step %d)", folder, meta["step"])
+
+    def styling(self, step: int) -> bool:
+        return step >= self.reconstruct_steps
+
+    def learning_rate(self, step: int) -> float:
+        return self.spec.options.style_lr if self.styling(step) else super().learning_rate(step)
+
+    def weights(self, step: int) -> dict[str, float]:
+        if not self.styling(step):
+            return super().weights(step)
+        o = self.spec.options
+        return {"directional": o.lambda_directional, "global_contrastive": o.lambda_global,
+                "local_contrastive": o.lambda_local, "perceptual": o.lambda_perceptual,
+                "weight_spread": o.lambda_weight_reg}
+
+    def style_camera(self, index: int):
+        """Rays (R,3) of training frame `index` at the style render size (long side render.size), and (H, W)."""
+        from ..cameras import camera_rays
+
+        h, w = self.capture.size
+        s = self.spec.render.size / max(h, w)
+        rh, rw = max(8, round(h * s)), max(8, round(w * s))
+        fx, fy, cx, cy = (self.capture.intrinsics[index] * torch.tensor([rw / w, rh / h, rw / w, rh / h])).tolist()
+        origins, dirs = camera_rays(self.capture.c2w[index].to(self.device), fx, rw, rh, cx, cy, focal_y=fy)
+        return origins, dirs, (rh, rw), fx
+
+    def step(self, step: int, generator: torch.Generator) -> StepOutput:
+        if not self.styling(step):
+            return super().step(step, generator)
+        spec, o = self.spec, self.spec.options
+        if step == self.reconstruct_steps and spec.inputs.source_job is None:
+            # The reconstruction is done: it becomes the frozen source; Adam starts afresh for the style.
+            self.source.load_state_dict(self.field.state_dict())
+            self.optimizer.state.clear()
+        # 1. Refresh the empty-space grid; a training pose, its rays at the style size.
+        field = self.field_for_rendering(step, generator)
+        index = int(self.train[torch.randint(len(self.train), (1,), generator=generator)])
+        origins, dirs, (h, w), focal = self.style_camera(index)
+        white = torch.ones(3, device=self.device)
+
+        def render(field_fn, o_, d_):
+            out = render_rays(field_fn, o_, d_, spec.render.samples_per_ray, None, pixel_radius=PIXEL_RADIUS / focal)
+            return composite(out.rgb, out.opacity, white)
+
+        # 2. The source render at this pose (deterministic: cached per frame).
+        if index not in self.source_renders:
+            with torch.no_grad():
+                self.source_renders[index] = torch.cat([render(self.source, origins[i:i + 16384], dirs[i:i + 16384])
+                                                        for i in range(0, len(origins), 16384)]).reshape(h, w, 3)
+        source = self.source_renders[index]
+        weights = self.weights(step)
+
+        def image_loss(image: torch.Tensor):
+            losses = self.style.loss(image.reshape(1, h, w, 3), source[None], generator)
+            losses.update(self.perceptual.loss(image.reshape(1, h, w, 3), source[None]))
+            total = sum(weights[k] * v for k, v in losses.items())
+            return total, {k: v.detach() for k, v in losses.items()}
+
+        # 3. Style and perceptual losses on the whole image, back-propagated ray chunk by ray chunk.
+        chunk = o.chunk_rays or len(origins)
+        _, losses, image = backprop_in_chunks(lambda o_, d_: render(field, o_, d_), origins, dirs, image_loss, chunk)
+        losses = {k: torch.as_tensor(v, device=self.device) for k, v in losses.items()}
+        # 4. The ray-weight spread on a random subset of rays, with gradients, for the run loop.
+        subset = torch.randperm(len(origins), generator=generator)[:SPREAD_RAYS].to(self.device)
+        out = render_rays(field, origins[subset], dirs[subset], spec.render.samples_per_ray, None,
+                          pixel_radius=PIXEL_RADIUS / focal, return_samples=True)
+        losses["weight_spread"] = weight_spread(out.weights, out.t).mean()
+        metrics = {"style_frame": float(index)}
+        if self.occupancy is not None:
+            metrics["occupied"] = self.occupancy.fraction
+        return StepOutput(losses, metrics)
+
+
+def build(spec: JobSpec, device: torch.device) -> NerfArt:
+    return NerfArt(spec, device)
