@@ -123,6 +123,10 @@ def render_capture(context, objects, folder: str | Path, views: int = 24, size: 
         changes.set(scene.view_settings, view_transform="Standard")
         if engine == "CYCLES":
             changes.set(scene.cycles, samples=samples)
+        else:
+            # Workbench: the materials' colours under flat light, i.e. the albedo the engine bakes
+            # (studio lighting would be baked into the mesh's colours and lit again in Blender).
+            changes.set(scene.display.shading, light="FLAT", color_type="MATERIAL")
         # 4. One render per view; the matrix written is the one the render used, read back after
         # the depsgraph has recomposed it from location, rotation and scale.
         written = []

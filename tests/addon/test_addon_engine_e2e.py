@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from addon_support import REPO, drive
 
-from blender_text3d import api, runner, tasks
+from blender_text3d import api, props, runner, scene_capture, tasks
 
 # Small enough for a 2-core CPU: a few steps of a narrow MLP field on 32 px renders.
 TINY_JOB = dict(steps=4, render_size=32, samples_per_ray=32, mesh_resolution=32, device="cpu",
@@ -77,6 +77,75 @@ def test_real_engine_reconstructs_a_blender_capture(scene, engine_python, tmp_pa
     verts = np.array([v.co for v in obj.data.vertices])
     # The engine's object cube sits around the box, which fills 80 % of it (engine/captures.py).
     assert len(verts) and (np.abs(verts - (1.0, 2.0, 0.5)) <= 1.0 / 0.8 + 1e-3).all()
+
+
+# A small hash grid and few rays: a capture job's steps take a fraction of a second on 2 cores.
+TINY_CAPTURE_JOB = dict(render_size=16, samples_per_ray=32, mesh_resolution=32, device="cpu", live_preview=False,
+                        options={"rays_per_step": 256, "hash_levels": 4, "hash_log2_size": 12,
+                                 "hash_max_resolution": 64, "mlp_width": 16, "occupancy_resolution": 16})
+
+
+@pytest.fixture
+def suzanne_capture(scene, tmp_path):
+    """Capture Selected of Blender's Suzanne: 6 Workbench views of 32 px, as a user would select and capture it."""
+    bpy.ops.mesh.primitive_monkey_add(size=1.5, location=(0.5, -0.5, 1.0))
+    monkey = bpy.context.active_object
+    bpy.ops.object.select_all(action="DESELECT")
+    monkey.select_set(True)
+    bpy.context.view_layer.update()
+    return api.capture_selected(tmp_path / "suzanne", views=6, size=32), monkey
+
+
+def test_real_engine_dietnerf_on_a_blender_capture(suzanne_capture, engine_python, tiny_models, tmp_path):
+    folder, monkey = suzanne_capture
+    before = set(bpy.data.objects)
+    handle = api.restyle(folder, method="dietnerf", wait=True, timeout=240, steps=3, models=tiny_models,
+                         engine_python=engine_python, engine_root=REPO, jobs_dir=tmp_path,
+                         **{**TINY_CAPTURE_JOB, "options": {**TINY_CAPTURE_JOB["options"], "semantic_size": 32,
+                                                            "semantic_every": 2}})
+    assert handle.status == "succeeded", handle.error
+    (obj,) = [o for o in bpy.data.objects if o not in before]
+    assert obj is handle.result and len(obj.data.polygons) > 0
+    assert obj["text3d_method"] == "dietnerf" and obj["text3d_capture"] == str(folder)
+    # The mesh comes back where Suzanne is: inside the object cube around her box (the box fills 80 % of it).
+    lo, hi = (np.array(v) for v in scene_capture.world_bounds([monkey]))
+    verts = np.array([v.co for v in obj.data.vertices])
+    assert (np.abs(verts - (lo + hi) / 2) <= (hi - lo).max() / 2 / 0.8 + 1e-3).all()
+    spec = json.loads((handle.job_dir / "job.json").read_text())
+    assert spec["models"]["clip"] == tiny_models["clip"] and spec["options"]["semantic_size"] == 32
+    assert handle.progress == (3, 3)
+    # The CLIP semantic consistency loss ran (steps 0 and 2 of 3), next to the photometric loss.
+    losses = [e["losses"] for e in events(handle) if e["event"] == "progress"]
+    assert any("semantic" in entry for entry in losses) and all("rgb" in entry for entry in losses)
+
+
+def test_real_engine_nerf_art_on_a_blender_capture(suzanne_capture, engine_python, tiny_models, tmp_path):
+    """NeRF-Art reconstructs the capture, then restyles it: its perceptual model comes from the add-on's
+    preference, the progress counts both phases, and the panel's losses are the style losses."""
+    folder, _ = suzanne_capture
+    prefs = props.preferences()
+    prefs.clip_model, prefs.perceptual_model = tiny_models["clip"], tiny_models["perceptual"]
+    try:
+        before = set(bpy.data.objects)
+        handle = api.restyle(folder, "a bronze statue", wait=True, timeout=240, steps=3, reconstruct_steps=5,
+                             engine_python=engine_python, engine_root=REPO, jobs_dir=tmp_path,
+                             **{**TINY_CAPTURE_JOB, "options": {**TINY_CAPTURE_JOB["options"], "chunk_rays": 256,
+                                                                "n_patches": 2}})
+    finally:
+        prefs.clip_model = prefs.perceptual_model = ""
+    assert handle.status == "succeeded", handle.error
+    (obj,) = [o for o in bpy.data.objects if o not in before]
+    assert obj is handle.result and len(obj.data.polygons) > 0
+    assert obj["text3d_method"] == "nerf_art" and obj["text3d_prompt"] == "a bronze statue"
+    spec = json.loads((handle.job_dir / "job.json").read_text())
+    assert spec["models"] == {"clip": tiny_models["clip"], "perceptual": tiny_models["perceptual"]}
+    assert spec["options"]["reconstruct_steps"] == 5 and spec["steps"] == 3
+    assert handle.progress == (5 + 3, 5 + 3)
+    state = handle._job.run.state  # what the panel draws
+    assert {"directional", "global_contrastive", "local_contrastive", "perceptual",
+            "weight_spread"} <= set(state.losses)
+    progress = [e for e in events(handle) if e["event"] == "progress"]
+    assert all(e["total"] == 8 for e in progress) and "rgb" in progress[0]["losses"]
 
 
 def test_real_engine_cancel(real):
