@@ -104,7 +104,8 @@ def export_mesh(
     grid.refine(level)
     queries = grid.queries
     done("refine")
-    filled = fill_cavities(grid.values, level)
+    # Close gaps of up to ~1/32 of the cube in the object's shell before filling what it encloses.
+    filled = fill_cavities(grid.values, level, close=max(1, resolution // 64))
     if filled:
         log.info("filled %d enclosed empty cells (hidden inside the object)", filled)
     vertices, faces = marching_cubes(grid.values, level, resolution)

@@ -27,17 +27,48 @@ def marching_cubes(grid: np.ndarray, level: float, resolution: int) -> tuple[np.
     return vertices, faces.astype(np.int64)
 
 
-def fill_cavities(grid: np.ndarray, level: float) -> int:
-    """Fill, in place, the empty space no path of empty cells links to the outside; returns the cells filled.
+def fill_cavities(grid: np.ndarray, level: float, close: int = 0) -> int:
+    """Fill, in place, the empty space that no path of empty cells links to the outside; returns the cells filled.
 
     A reconstruction never sees inside a solid object, so its density there is whatever the
     optimiser left: membranes and bubbles that marching cubes turns into hidden surfaces (most
     of the faces of a fitted box). Filling the enclosed empty space above the level leaves only
-    what can be seen. grid: (G,G,G) with an empty border, as marching_cubes takes it.
+    what can be seen. close: cells of a morphological closing first, so gaps up to 2*close
+    cells wide in a speckled shell do not let the outside in (0 = none).
+    grid: (G,G,G) with an empty border, as marching_cubes takes it.
+    """
+    empty = grid <= np.float64(level)
+    if close:
+        # The outside of the solid grown by `close`, then grown back by `close` (a closing).
+        outside = _dilate(_reachable(~_dilate(~empty, close)), close) & empty
+    else:
+        outside = _reachable(empty)
+    cavities = empty & ~outside
+    grid[cavities] = np.float32(level) * 2 + 1
+    return int(cavities.sum())
+
+
+def _dilate(mask: np.ndarray, r: int) -> np.ndarray:
+    """(G,G,G) bool grown by r cells along each axis (a cube's dilation is separable)."""
+    out = mask.copy()
+    for axis in range(3):
+        grown = out.copy()
+        for shift in range(1, r + 1):
+            lo = [slice(None)] * 3
+            hi = [slice(None)] * 3
+            lo[axis], hi[axis] = slice(shift, None), slice(None, -shift)
+            grown[tuple(lo)] |= out[tuple(hi)]
+            grown[tuple(hi)] |= out[tuple(lo)]
+        out = grown
+    return out
+
+
+def _reachable(empty: np.ndarray) -> np.ndarray:
+    """(G,G,G) bool: the empty cells a path of empty cells links to the grid's border.
+
     Reachability spreads along whole runs of empty cells per axis in one pass (a run touched
     anywhere is reached everywhere), so a few sweeps over x, y, z reach every bend.
     """
-    empty = grid <= np.float64(level)
     reach = np.zeros_like(empty)
     reach[0], reach[-1], reach[:, 0], reach[:, -1], reach[:, :, 0], reach[:, :, -1] = (
         empty[0], empty[-1], empty[:, 0], empty[:, -1], empty[:, :, 0], empty[:, :, -1])
@@ -56,11 +87,8 @@ def fill_cavities(grid: np.ndarray, level: float) -> int:
             reach = np.moveaxis(hit[ids].reshape(e.shape), -1, axis)
         new = int(reach.sum())
         if new == count:
-            break
+            return reach
         count = new
-    cavities = empty & ~reach
-    grid[cavities] = np.float32(level) * 2 + 1
-    return int(cavities.sum())
 
 
 def face_components(faces: np.ndarray, n_vertices: int) -> np.ndarray:

@@ -1,6 +1,7 @@
 """Reconstruction: a field fitted to a capture's photos (NeRF, with instant-ngp's choices).
 
-Photometric MSE on random batches of rays drawn from every training image, a hash-grid field
+Photometric MSE on random batches of rays drawn from every training image (plus an opacity
+entropy and mip-NeRF 360's distortion loss, for surfaces a mesh can follow), a hash-grid field
 (no view dependence: the field holds albedo, what the mesh bakes), empty-space skipping with
 an occupancy grid, Adam with an exponentially decaying learning rate. Images with alpha are
 composited over a random colour per ray (instant-ngp's trick), which makes the field's own
@@ -20,6 +21,7 @@ from ..fields import HashGridField
 from ..render import composite, render_rays
 from ..render.image import PIXEL_RADIUS, render_pixels
 from ..render.occupancy import OccupancyGrid, skip_empty
+from ..render.volume import weight_spread
 from ..spec import JobSpec
 from .base import StepOutput, exponential_ramp
 
@@ -77,7 +79,8 @@ class Reconstruct:
         return exponential_ramp(step, self.reconstruct_steps, o.lr, o.lr * o.lr_final_fraction)
 
     def weights(self, step: int) -> dict[str, float]:
-        return {"rgb": 1.0, "opacity": self.spec.options.lambda_opacity}
+        o = self.spec.options
+        return {"rgb": 1.0, "opacity": o.lambda_opacity, "distortion": o.lambda_distortion}
 
     def field_for_rendering(self, step: int, generator: torch.Generator):
         """The field behind the empty-space grid, refreshed on its schedule."""
@@ -106,7 +109,7 @@ class Reconstruct:
         """Render n random training rays; MSE against the photos and the opacity entropy."""
         origins, dirs, target, alpha, focal = self.sample_rays(n, generator)
         out = render_rays(field, origins, dirs, self.spec.render.samples_per_ray, generator,
-                          pixel_radius=PIXEL_RADIUS / focal)
+                          pixel_radius=PIXEL_RADIUS / focal, return_samples=True)
         if alpha is not None:
             # A random backdrop per ray: only the photo's coverage explains it, so the field's opacity learns it.
             background = torch.rand(n, 3, generator=generator).to(self.device)
@@ -117,7 +120,9 @@ class Reconstruct:
         mse = (rgb - target).square().mean()
         a = out.opacity.clamp(1e-5, 1 - 1e-5)
         entropy = -(a * torch.log2(a) + (1 - a) * torch.log2(1 - a)).mean()
-        return {"rgb": mse, "opacity": entropy}, {"psnr": psnr(mse.item())}
+        # t in object units: a ray crosses the cube in up to 3.5, where mip-NeRF 360 normalises to [0, 1].
+        distortion = weight_spread(out.weights, out.t, out.delta).mean()
+        return {"rgb": mse, "opacity": entropy, "distortion": distortion}, {"psnr": psnr(mse.item())}
 
     def step(self, step: int, generator: torch.Generator) -> StepOutput:
         # 1. Refresh the empty-space grid; 2. render random training rays; 3. compare with the photos.

@@ -430,3 +430,12 @@ def test_enclosed_cavities_are_filled_and_open_ones_kept(tmp_path):
     export_mesh(cup, lambda p: np.ones_like(p), tmp_path / "cup", resolution=64, threshold=50.0, formats=("npz",))
     r = np.linalg.norm(load(tmp_path / "cup" / "mesh.npz")["vertices"], axis=1)
     assert r.min() < 0.35  # the inside of an open cup is visible and kept
+
+    def pierced(points):  # the shell with a pinhole, a cell wide, as a reconstruction's speckled shell has
+        d = shell(points)
+        return np.where((points[:, 2] > 0.2) & (np.linalg.norm(points[:, :2], axis=1) < 0.03), 0.0, d).astype(np.float32)
+
+    export_mesh(pierced, lambda p: np.ones_like(p), tmp_path / "pierced", resolution=64, threshold=50.0,
+                formats=("npz",))
+    r = np.linalg.norm(load(tmp_path / "pierced" / "mesh.npz")["vertices"], axis=1)
+    assert r.min() > 0.5  # the closing seals the pinhole: the hidden inner sphere is gone
