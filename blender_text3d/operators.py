@@ -151,7 +151,7 @@ class TEXT3D_OT_capture_selected(bpy.types.Operator):
                        description="Number of cameras (under 10: reconstruct with DietNeRF)")
     size: IntProperty(name="Size", default=256, min=8, max=4096, description="Side of the square images in pixels")
     engine: EnumProperty(name="Render Engine", default="WORKBENCH", items=[
-        ("WORKBENCH", "Workbench", "Fast, flat studio lighting"),
+        ("WORKBENCH", "Workbench", "Fast: the materials' colours, flat-lit (true albedo)"),
         ("CYCLES", "Cycles", "Path-traced with the scene's lights and materials (slower)")])
     samples: IntProperty(name="Samples", default=16, min=1, soft_max=256, description="Cycles samples per pixel")
     layout: EnumProperty(name="Orbit", default="sphere", items=[

@@ -219,7 +219,7 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
                 raise capture_invalid(f"{where} is not an object", "each frame needs file_path and transform_matrix")
             records.append((file, is_test, i, where, data, frame))
 
-    images, alphas, c2ws, intr, names, tests = [], [], [], [], [], []
+    images, c2ws, intr, names, tests = [], [], [], [], []
     shape = None
     distorted = []
     for file, is_test, i, where, data, frame in records:

@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 
 import torch
 
+from ..cameras import camera_rays
 from ..captures import ObjectFrame
 from ..errors import EngineError
 from ..guidance.clip_style import StyleGuidance
@@ -34,7 +36,6 @@ from ..models.registry import DEFAULT_MODELS
 from ..render import composite, render_rays
 from ..render.chunked import backprop_in_chunks
 from ..render.image import PIXEL_RADIUS
-from ..render.occupancy import skip_empty
 from ..render.volume import weight_spread
 from ..spec import JobSpec, load_job
 from .base import StepOutput
@@ -54,8 +55,6 @@ def source_spec(spec: JobSpec) -> JobSpec | None:
     """The finished job named by inputs.source_job, checked; None when the capture is reconstructed here."""
     if spec.inputs.source_job is None:
         return None
-    from pathlib import Path
-
     folder = Path(spec.inputs.source_job).expanduser()
     try:
         source = load_job(folder)
@@ -136,9 +135,7 @@ class NerfArt(Reconstruct):
                 "weight_spread": o.lambda_weight_reg}
 
     def style_camera(self, index: int):
-        """Rays (R,3) of training frame `index` at the style render size (long side render.size), and (H, W)."""
-        from ..cameras import camera_rays
-
+        """Rays (R,3) of training frame `index` at the style render size (long side render.size), (H, W), focal."""
         h, w = self.capture.size
         s = self.spec.render.size / max(h, w)
         rh, rw = max(8, round(h * s)), max(8, round(w * s))
