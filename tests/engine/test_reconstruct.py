@@ -13,7 +13,7 @@ WORLD = ObjectFrame((5.0, -3.0, 2.0), 2.5)
 # Small enough for a 2-core CPU (~0.05 s per reconstruction step).
 TINY_FIELD = {"hash_levels": 8, "hash_log2_size": 14, "hash_max_resolution": 128, "mlp_width": 32}
 RECONSTRUCT_STEPS = 600
-# Measured on the 2-core CPU: held-out PSNR 25.9 after 600 steps (seed 0); asserted with a margin.
+# Measured on the 2-core CPU: held-out PSNR 25.6 after 600 steps (seed 0); asserted with a margin.
 MIN_TEST_PSNR = 23.0
 
 
@@ -120,4 +120,4 @@ def test_nerf_art_reconstructs_first_without_a_source_job(box_capture, tmp_path,
     assert out.returncode == 0, out.stderr[-3000:]
     progress = [e for e in read_events(job) if e["event"] == "progress"]
     assert progress[-1]["total"] == 5
-    assert set(progress[0]["losses"]) == {"rgb", "opacity"} and set(progress[-1]["losses"]) == NERF_ART_LOSSES
+    assert set(progress[0]["losses"]) == {"rgb", "opacity", "distortion"} and set(progress[-1]["losses"]) == NERF_ART_LOSSES
