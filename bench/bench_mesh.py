@@ -9,7 +9,10 @@ spent inside the field callables, `field_us_per_point` its cost per density or a
 point, `queries` the density points asked for. Each export runs --repeat times and the
 fastest is reported: the machine is shared, and the field's two torch threads slow
 down many times over when another process takes a core (see load_average_1min).
+With --textured, also the textured export (xatlas unwrap + texture_size^2 bake) of a bumpy
+analytic ball at --textured-resolution, once undecimated and once decimated to --max-faces.
 Run: python bench/bench_mesh.py [--resolution 256] [--coarse-factor 4] [--repeat 3] [--exhaustive]
+     [--textured [--textured-resolution 384] [--texture-size 1024] [--max-faces 250000]]
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine.mesh import export_mesh  # noqa: E402
 
-EXTRACT_STAGES = ("grid", "threshold", "refine", "marching_cubes", "cleanup", "vertex_colors")
+EXTRACT_STAGES = ("grid", "threshold", "refine", "fill", "marching_cubes", "cleanup", "vertex_colors")
 
 
 class Timed:
@@ -57,6 +60,13 @@ def blobs_density(points: np.ndarray) -> np.ndarray:
         np.sqrt((np.sqrt(x**2 + y**2) - 0.6) ** 2 + (z + 0.3) ** 2) - 0.12,
     ])
     return (10 / (1 + np.exp(sdf / 0.02))).astype(np.float32)
+
+
+def bumpy_density(points: np.ndarray) -> np.ndarray:
+    """A ball of radius 0.6 with bumps 0.05 high every ~0.25: several times a smooth ball's faces."""
+    x, y, z = points.T
+    sdf = np.sqrt(x**2 + y**2 + z**2) - 0.6 - 0.05 * np.sin(25 * x) * np.sin(25 * y) * np.sin(25 * z)
+    return (10 / (1 + np.exp(sdf / 0.01))).astype(np.float32)
 
 
 def blobs_albedo(points: np.ndarray) -> np.ndarray:
@@ -100,12 +110,24 @@ def export_once(density_fn, albedo_fn, resolution: int, coarse_factor: int) -> d
     }
 
 
+def textured_once(density_fn, albedo_fn, resolution: int, texture_size: int, max_faces: int) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        result = export_mesh(density_fn, albedo_fn, Path(out), resolution=resolution, formats=("npz",),
+                             texture_size=texture_size, max_faces=max_faces)
+    return {"max_faces": max_faces, "faces": result.n_faces, "total_s": round(sum(result.timings.values()), 2),
+            "timings_s": {k: round(v, 2) for k, v in result.timings.items()}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--coarse-factor", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--exhaustive", action="store_true", help="also time coarse_factor=1 on the analytic field")
+    parser.add_argument("--textured", action="store_true", help="also time textured exports with and without decimation")
+    parser.add_argument("--textured-resolution", type=int, default=384)
+    parser.add_argument("--texture-size", type=int, default=1024)
+    parser.add_argument("--max-faces", type=int, default=250_000)
     args = parser.parse_args()
     hash_density, hash_albedo = hashgrid_field()
     report = {
@@ -117,6 +139,9 @@ def main() -> None:
     }
     if args.exhaustive:
         report["analytic_exhaustive"] = bench(blobs_density, blobs_albedo, args.resolution, 1, 1)
+    if args.textured:
+        report["textured"] = [textured_once(bumpy_density, blobs_albedo, args.textured_resolution, args.texture_size, m)
+                              for m in (0, args.max_faces)]
     print(json.dumps(report))
 
 

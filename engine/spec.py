@@ -77,6 +77,9 @@ class ExportConfig:
     """Side of the baked UV albedo texture; 0 = vertex colours only."""
     formats: tuple[str, ...] = EXPORT_FORMATS
     """Files to write into result/: "npz" (always, the add-on reads it) and "glb"."""
+    max_faces: int = 250_000
+    """A larger mesh is decimated (quadric edge collapse) to about this many triangles before it is
+    coloured and unwrapped (xatlas slows down sharply past ~250k faces); 0 = never."""
 
     def validate(self, key: str) -> None:
         _check(16 <= self.resolution <= 1024, f"{key}.resolution", self.resolution, "must be between 16 and 1024")
@@ -89,6 +92,8 @@ class ExportConfig:
         for f in self.formats:
             _check(f in EXPORT_FORMATS, f"{key}.formats", f, f"unknown format; known: {list(EXPORT_FORMATS)}")
         _check("npz" in self.formats, f"{key}.formats", list(self.formats), '"npz" is required (the add-on reads it)')
+        _check(self.max_faces == 0 or self.max_faces >= 100, f"{key}.max_faces", self.max_faces,
+               "must be 0 (never decimate) or at least 100")
 
 
 @dataclass(frozen=True)

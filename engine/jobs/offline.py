@@ -109,6 +109,7 @@ def export_command(job_dir: Path, resolution: int | None, threshold, texture_siz
     spec, field, device, frame = load_field(job_dir)
     e = spec.export
     export = ExportConfig(resolution=resolution or e.resolution, threshold=e.threshold if threshold is None else threshold,
-                          texture_size=e.texture_size if texture_size is None else texture_size, formats=e.formats)
+                          texture_size=e.texture_size if texture_size is None else texture_size, formats=e.formats,
+                          max_faces=e.max_faces)
     export.validate("export")
     return export_result(field, spec, job_dir, device, export, frame)

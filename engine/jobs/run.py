@@ -325,7 +325,8 @@ def export_result(field, spec, job_dir: Path, device, export=None, frame=None) -
     density_fn, albedo_fn = field_callables(field, device)
     result = export_mesh(density_fn, albedo_fn, job_dir / "result", resolution=export.resolution,
                          threshold=export.threshold, texture_size=export.texture_size, formats=export.formats,
-                         offset=frame.offset, scale=frame.scale, opaque_density=opaque_density(spec))
+                         offset=frame.offset, scale=frame.scale, opaque_density=opaque_density(spec),
+                         max_faces=export.max_faces)
     log.info("mesh: %d vertices, %d faces, threshold %.4g, %s", result.n_vertices, result.n_faces,
              result.threshold, {k: round(v, 2) for k, v in result.timings.items()})
     kinds = {"npz": "mesh", "glb": "glb"}

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.mesh.bake import AlbedoFn, bake_texture, unwrap, vertex_colors
-from engine.mesh.extract import fill_cavities, marching_cubes, remove_floaters
+from engine.mesh.extract import decimate, fill_cavities, marching_cubes, remove_floaters
 from engine.mesh.grid import DEFAULT_OPAQUE_DENSITY, DensityFn, DensityGrid, choose_threshold
 from engine.mesh.io import png_bytes, vertex_normals, write_glb, write_npz
 
@@ -39,7 +39,8 @@ class ExportResult:
     """(min, max) density over the coarse lattice, which the threshold is chosen from."""
     timings: dict[str, float]
     """Seconds per stage, in order: grid (the coarse lattice), threshold, refine (the
-    finer lattices), marching_cubes, cleanup, vertex_colors, [unwrap, texture], write."""
+    finer lattices), fill (enclosed empty space), marching_cubes, cleanup, [decimate], vertex_colors,
+    [unwrap, texture], write."""
     components_removed: int
     """Floating pieces dropped."""
     queries: int
@@ -62,6 +63,7 @@ def export_mesh(
     name: str = "mesh",
     coarse_factor: int = 4,
     opaque_density: float = DEFAULT_OPAQUE_DENSITY,
+    max_faces: int = 0,
 ) -> ExportResult:
     """Extract the field's surface in [-1,1]^3 and write it into out_dir.
 
@@ -76,7 +78,8 @@ def export_mesh(
     fewer faces than this fraction of the largest are dropped. coarse_factor: a power
     of two; the density is queried on every coarse_factor-th lattice point (at least
     grid.MIN_COARSE_CELLS per axis), then only near the surface (grid.DensityGrid);
-    1 queries all resolution^3 points.
+    1 queries all resolution^3 points. max_faces: a larger mesh is decimated (quadric edge
+    collapse) to about this many triangles before it is coloured and unwrapped; 0 = never.
     Raises EngineError("empty_surface") when the threshold crosses no coarse density; files
     are written whole or not at all.
     """
@@ -108,6 +111,7 @@ def export_mesh(
     filled = fill_cavities(grid.values, level, close=max(1, resolution // 64))
     if filled:
         log.info("filled %d enclosed empty cells (hidden inside the object)", filled)
+    done("fill")
     vertices, faces = marching_cubes(grid.values, level, resolution)
     del grid
     done("marching_cubes")
@@ -115,6 +119,14 @@ def export_mesh(
     # 4. Drop floaters.
     vertices, faces, removed = remove_floaters(vertices, faces, keep_fraction)
     done("cleanup")
+
+    # 4b. Decimate: xatlas and Blender both slow down past a few hundred thousand faces, and the
+    #     texture bake keeps the colour detail the dropped vertices would have carried.
+    if max_faces and len(faces) > max_faces:
+        before = len(faces)
+        vertices, faces = decimate(vertices, faces, max_faces)
+        log.info("decimated %d -> %d faces", before, len(faces))
+        done("decimate")
 
     # 5. Vertex colours (linear, as Blender's colour attributes and glTF's COLOR_0 are).
     colors = vertex_colors(albedo_fn, vertices, chunk)

@@ -37,14 +37,24 @@ def fill_cavities(grid: np.ndarray, level: float, close: int = 0) -> int:
     cells wide in a speckled shell do not let the outside in (0 = none).
     grid: (G,G,G) with an empty border, as marching_cubes takes it.
     """
-    empty = grid <= np.float64(level)
+    solid = grid > np.float64(level)
+    if not solid.any():
+        return 0
+    # Only the box around the solid (with room for the closing and one empty layer) can hold a
+    # cavity: everything outside it is outside, which makes this a fraction of the whole grid.
+    box = []
+    for axis in range(3):
+        hit = np.flatnonzero(solid.any(axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(max(hit[0] - close - 1, 0), min(hit[-1] + close + 2, grid.shape[axis])))
+    box = tuple(box)
+    empty = ~solid[box]
     if close:
         # The outside of the solid grown by `close`, then grown back by `close` (a closing).
         outside = _dilate(_reachable(~_dilate(~empty, close)), close) & empty
     else:
         outside = _reachable(empty)
     cavities = empty & ~outside
-    grid[cavities] = np.float32(level) * 2 + 1
+    grid[box][cavities] = np.float32(level) * 2 + 1
     return int(cavities.sum())
 
 
@@ -130,3 +140,18 @@ def remove_floaters(
     used[faces] = True
     new_index = np.cumsum(used) - 1
     return vertices[used], new_index[faces], int(np.count_nonzero(sizes[~kept]))
+
+
+def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quadric edge-collapse simplification (Garland-Heckbert, fast-simplification) to about max_faces.
+
+    vertices (N,3) float32, faces (M,3) int64 -> the same, fewer; winding kept. Vertices no
+    face uses any more are dropped.
+    """
+    import fast_simplification
+
+    v, f = fast_simplification.simplify(vertices.astype(np.float64), faces.astype(np.int32), target_count=max_faces)
+    used = np.zeros(len(v), bool)
+    used[f] = True
+    new_index = np.cumsum(used) - 1
+    return v[used].astype(np.float32), new_index[f].astype(np.int64)

@@ -97,7 +97,8 @@ def test_sphere_lies_on_the_level_set_and_is_closed(sphere):
     v = mesh["vertices"][f].astype(np.float64)
     volume = np.einsum("ij,ij->i", v[:, 0], np.cross(v[:, 1], v[:, 2])).sum() / 6
     assert volume == pytest.approx(4 / 3 * np.pi * 0.125, rel=0.02)
-    assert set(result.timings) == {"grid", "threshold", "refine", "marching_cubes", "cleanup", "vertex_colors", "write"}
+    assert set(result.timings) == {"grid", "threshold", "refine", "fill", "marching_cubes", "cleanup", "vertex_colors",
+                                   "write"}
 
 
 def test_grid_axes_map_back_to_object_coordinates(tmp_path):
@@ -439,3 +440,19 @@ def test_enclosed_cavities_are_filled_and_open_ones_kept(tmp_path):
                 formats=("npz",))
     r = np.linalg.norm(load(tmp_path / "pierced" / "mesh.npz")["vertices"], axis=1)
     assert r.min() > 0.5  # the closing seals the pinhole: the hidden inner sphere is gone
+
+
+def test_large_meshes_are_decimated_and_stay_on_the_surface(tmp_path):
+    density = ball(radius=0.6)
+    full = export_mesh(density, lambda p: np.ones_like(p), tmp_path / "full", resolution=96, threshold=5.0,
+                       formats=("npz",))
+    small = export_mesh(density, lambda p: np.ones_like(p), tmp_path / "small", resolution=96, threshold=5.0,
+                        formats=("npz",), max_faces=2000)
+    assert full.n_faces > 20000 and 1500 <= small.n_faces <= 2000 and "decimate" in small.timings
+    mesh = load(tmp_path / "small" / "mesh.npz")
+    r = np.linalg.norm(mesh["vertices"], axis=1)
+    assert np.abs(r - 0.6).max() < 0.02  # decimation keeps the vertices on the sphere
+    f = mesh["faces"].astype(np.int64)
+    v = mesh["vertices"][f].astype(np.float64)
+    volume = np.einsum("ij,ij->i", v[:, 0], np.cross(v[:, 1], v[:, 2])).sum() / 6
+    assert volume == pytest.approx(4 / 3 * np.pi * 0.6**3, rel=0.03)  # still closed and wound outwards
