@@ -121,3 +121,17 @@ def test_nerf_art_reconstructs_first_without_a_source_job(box_capture, tmp_path,
     progress = [e for e in read_events(job) if e["event"] == "progress"]
     assert progress[-1]["total"] == 5
     assert set(progress[0]["losses"]) == {"rgb", "opacity", "distortion"} and set(progress[-1]["losses"]) == NERF_ART_LOSSES
+
+
+def test_bad_capture_and_bad_source_job_fail_with_their_kinds(tmp_path, box_capture, tiny_models):
+    missing = capture_job(tmp_path / "missing", tmp_path / "no-such-capture", steps=2)
+    out = engine("run", missing)
+    error = [e for e in read_events(missing) if e["event"] == "error"]
+    assert out.returncode == 6 and error[0]["kind"] == "capture_invalid" and "does not exist" in error[0]["message"]
+    not_a_job = capture_job(tmp_path / "art", box_capture, "nerf_art", steps=2, prompt="a bronze statue",
+                            inputs={"capture": str(box_capture), "source_job": str(tmp_path / "nowhere")},
+                            models={"clip": tiny_models["clip"], "perceptual": tiny_models["perceptual"]})
+    out = engine("run", not_a_job)
+    error = [e for e in read_events(not_a_job) if e["event"] == "error"]
+    assert out.returncode == 2 and error[0]["kind"] == "invalid_job"
+    assert error[0]["message"].startswith("inputs.source_job:") and error[0]["hint"]
