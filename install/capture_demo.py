@@ -148,6 +148,7 @@ def main() -> int:
     p.add_argument("--mesh-resolution", type=int, default=128)
     p.add_argument("--samples-per-ray", type=int, default=64)
     p.add_argument("--device", default="auto")
+    p.add_argument("--options", type=json.loads, default={}, help="JSON object merged into the job's options")
     p.add_argument("--size", default="640x320", help="picture size WxH")
     p.add_argument("--render-samples", type=int, default=32, help="Cycles samples of the picture")
     args = p.parse_args()
@@ -178,7 +179,7 @@ def main() -> int:
         t = time.monotonic()
         job = api.restyle(capture, method="reconstruct", wait=True, steps=args.steps, render_size=64,
                           samples_per_ray=args.samples_per_ray, mesh_resolution=args.mesh_resolution,
-                          device=args.device, live_preview=False, options=dict(FIELD),
+                          device=args.device, live_preview=False, options={**FIELD, **args.options},
                           engine_python=args.engine_python, engine_root=args.engine_root, jobs_dir=str(out / "jobs"))
         wall = time.monotonic() - t
         if job.status != "succeeded":
