@@ -28,8 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.jobs.losses import weighted_total  # noqa: E402
-from engine.jobs.run import export_result, step_generator  # noqa: E402
+from engine.jobs.run import export_result, optimise_step  # noqa: E402
 from engine.methods import dream_fields  # noqa: E402
 from engine.models.tiny import TINY_CLIP_CONFIG  # noqa: E402
 from engine.spec import parse_job  # noqa: E402
@@ -83,12 +82,7 @@ def main() -> None:
     clip = method.guidance.clip
 
     def full_step(k: int) -> None:
-        for group in method.optimizer.param_groups:
-            group["lr"] = method.learning_rate(k)
-        method.optimizer.zero_grad(set_to_none=True)
-        out = method.step(k, step_generator(0, k))
-        weighted_total(out.losses, method.weights(k)).backward()
-        method.optimizer.step()
+        optimise_step(method, 0, k)
 
     n = spec.options.n_augments
     crops = torch.rand(n, 3, clip.image_size, clip.image_size, device=device)

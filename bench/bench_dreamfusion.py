@@ -32,8 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.jobs.losses import weighted_total  # noqa: E402
-from engine.jobs.run import step_generator  # noqa: E402
+from engine.jobs.run import optimise_step  # noqa: E402
 from engine.methods import dreamfusion  # noqa: E402
 from engine.models import load_diffusion, make_tiny  # noqa: E402
 from engine.spec import parse_job  # noqa: E402
@@ -113,10 +112,7 @@ def main() -> None:
         """Seconds of run-loop step k; with `latent`, checks that the step was (not) a latent step."""
         sync()
         t = time.perf_counter()
-        method.optimizer.zero_grad(set_to_none=True)
-        out = method.step(k, step_generator(spec.seed, k))
-        weighted_total(out.losses, method.weights(k)).backward()
-        method.optimizer.step()
+        out = optimise_step(method, spec.seed, k)
         sync()
         assert latent is None or out.metrics["latent"] == float(latent), (k, out.metrics)
         return time.perf_counter() - t

@@ -37,8 +37,7 @@ import torch  # noqa: E402
 from bench_dream_fields import write_random_clip  # noqa: E402
 from capture_support import render_capture  # noqa: E402
 
-from engine.jobs.losses import weighted_total  # noqa: E402
-from engine.jobs.run import step_generator  # noqa: E402
+from engine.jobs.run import optimise_step  # noqa: E402
 from engine.methods import nerf_art  # noqa: E402
 from engine.models.perceptual import TORCHVISION_VGG, build_features  # noqa: E402
 from engine.models.resolve import PERCEPTUAL_CONFIG, PERCEPTUAL_WEIGHTS  # noqa: E402
@@ -72,14 +71,7 @@ def build(tmp: Path, args, chunk: int):
 
 def run_step(method, spec, step: int) -> float:
     t0 = time.perf_counter()
-    for group in method.optimizer.param_groups:
-        group["lr"] = method.learning_rate(step)
-    method.optimizer.zero_grad(set_to_none=True)
-    out = method.step(step, step_generator(0, step))
-    total = weighted_total(out.losses, method.weights(step))
-    if total.requires_grad:
-        total.backward()
-    method.optimizer.step()
+    optimise_step(method, 0, step)
     if spec.device.startswith("cuda"):
         torch.cuda.synchronize()
     return time.perf_counter() - t0

@@ -3,7 +3,7 @@
 The capture: the analytic box of tests/engine/capture_support.py (an opaque box, two colours
 on its sides and a yellow top, RGBA images) seen by --views cameras all around at elevations
 15 and 40 degrees, --size pixels square; every 8th view is held out. The reconstruction runs
-in process with the run loop's own pieces (method.step, weighted total, backward, Adam);
+in process with the run loop's own step (engine.jobs.run.optimise_step);
 evaluation time is not counted in the wall time.
 
     python bench/bench_reconstruct.py [--views 48] [--size 96] [--steps 2000] [--every 250]
@@ -29,8 +29,7 @@ import torch  # noqa: E402
 from capture_support import render_capture  # noqa: E402
 
 from engine.captures import ObjectFrame  # noqa: E402
-from engine.jobs.losses import weighted_total  # noqa: E402
-from engine.jobs.run import step_generator  # noqa: E402
+from engine.jobs.run import optimise_step  # noqa: E402
 from engine.methods import reconstruct  # noqa: E402
 from engine.spec import parse_job  # noqa: E402
 
@@ -54,12 +53,7 @@ def main() -> None:
         points, trained = [], 0.0
         for step in range(args.steps):
             t0 = time.perf_counter()
-            for group in method.optimizer.param_groups:
-                group["lr"] = method.learning_rate(step)
-            method.optimizer.zero_grad(set_to_none=True)
-            out = method.step(step, step_generator(0, step))
-            weighted_total(out.losses, method.weights(step)).backward()
-            method.optimizer.step()
+            out = optimise_step(method, 0, step)
             trained += time.perf_counter() - t0
             if (step + 1) % args.every == 0 or step + 1 == args.steps:
                 with torch.no_grad():

@@ -48,6 +48,38 @@ def _settings_poll(cls, context, settings) -> bool:
     return True
 
 
+def _run_props() -> dict:
+    """How a job runs, not what it makes: the properties Generate and Restyle share."""
+    return {
+        "wait": BoolProperty(name="Wait", options={"SKIP_SAVE"},
+                             description="Block until the job ends (background Blender, scripts)"),
+        "engine_python": StringProperty(name="Engine Python", options={"SKIP_SAVE"},
+                                        description="Override the preference for this job"),
+        "device": StringProperty(name="Device", options={"SKIP_SAVE"},
+                                 description="Override the preference: auto, cpu, cuda or cuda:N"),
+    }
+
+
+def _set_overrides(op) -> dict:
+    """The operator's properties the caller set (all but wait): they override panel and preferences."""
+    return {name: getattr(op, name) for name in op.__annotations__
+            if name != "wait" and op.properties.is_property_set(name)}
+
+
+def _submit(op, start) -> set:
+    """Start a job with start() -> api.JobHandle and report how it went, as Generate and Restyle do."""
+    try:
+        handle = start()
+    except jobspec.SettingsError as exc:
+        op.report({"ERROR"}, f"Text3D: {exc}")
+        return {"CANCELLED"}
+    if handle.status == "failed":
+        op.report({"ERROR"}, f"Text3D: {handle.error['message']}")
+        return {"CANCELLED"}
+    op.report({"INFO"}, f"Text3D: {handle.title!r} {handle.status}")
+    return {"FINISHED"}
+
+
 class TEXT3D_OT_generate(bpy.types.Operator):
     """Generate a 3D object from the prompt in a background engine job"""
 
@@ -57,12 +89,7 @@ class TEXT3D_OT_generate(bpy.types.Operator):
 
     __annotations__ = {
         **_override_props(),
-        "wait": BoolProperty(name="Wait", options={"SKIP_SAVE"},
-                             description="Block until the job ends (background Blender, scripts)"),
-        "engine_python": StringProperty(name="Engine Python", options={"SKIP_SAVE"},
-                                        description="Override the preference for this job"),
-        "device": StringProperty(name="Device", options={"SKIP_SAVE"},
-                                 description="Override the preference: auto, cpu, cuda or cuda:N"),
+        **_run_props(),
     }
 
     @classmethod
@@ -70,19 +97,9 @@ class TEXT3D_OT_generate(bpy.types.Operator):
         return _settings_poll(cls, context, api.settings_for)
 
     def execute(self, context):
-        overrides = {name: getattr(self, name) for name in self.__annotations__
-                     if name != "wait" and self.properties.is_property_set(name)}
-        try:
-            handle = api.generate(overrides.pop("prompt", context.scene.text3d.prompt),
-                                  wait=self.wait, **overrides)
-        except jobspec.SettingsError as exc:
-            self.report({"ERROR"}, f"Text3D: {exc}")
-            return {"CANCELLED"}
-        if handle.status == "failed":
-            self.report({"ERROR"}, f"Text3D: {handle.error['message']}")
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Text3D: {handle.prompt!r} {handle.status}")
-        return {"FINISHED"}
+        overrides = _set_overrides(self)
+        return _submit(self, lambda: api.generate(overrides.pop("prompt", context.scene.text3d.prompt),
+                                                  wait=self.wait, **overrides))
 
 
 # The panel's settings a capture job uses; the Restyle section has its own method, prompt and quality.
@@ -110,12 +127,7 @@ class TEXT3D_OT_restyle(bpy.types.Operator):
         "source_job": StringProperty(name="Source Job", subtype="DIR_PATH", options={"SKIP_SAVE"},
                                      description="nerf_art: restyle this finished reconstruct job instead of "
                                      "reconstructing the capture"),
-        "wait": BoolProperty(name="Wait", options={"SKIP_SAVE"},
-                             description="Block until the job ends (background Blender, scripts)"),
-        "engine_python": StringProperty(name="Engine Python", options={"SKIP_SAVE"},
-                                        description="Override the preference for this job"),
-        "device": StringProperty(name="Device", options={"SKIP_SAVE"},
-                                 description="Override the preference: auto, cpu, cuda or cuda:N"),
+        **_run_props(),
     }
 
     @classmethod
@@ -123,22 +135,12 @@ class TEXT3D_OT_restyle(bpy.types.Operator):
         return _settings_poll(cls, context, api.restyle_settings_for)
 
     def execute(self, context):
-        overrides = {name: getattr(self, name) for name in self.__annotations__
-                     if name != "wait" and self.properties.is_property_set(name)}
+        overrides = _set_overrides(self)
         s = context.scene.text3d
         method = overrides.pop("method", s.restyle_method)
         capture = overrides.pop("capture", bpy.path.abspath(s.capture_path) if s.capture_path else "")
         prompt = overrides.pop("prompt", s.style_prompt if method == "nerf_art" else "")
-        try:
-            handle = api.restyle(capture, prompt, method, wait=self.wait, **overrides)
-        except jobspec.SettingsError as exc:
-            self.report({"ERROR"}, f"Text3D: {exc}")
-            return {"CANCELLED"}
-        if handle.status == "failed":
-            self.report({"ERROR"}, f"Text3D: {handle.error['message']}")
-            return {"CANCELLED"}
-        self.report({"INFO"}, f"Text3D: {handle.title!r} {handle.status}")
-        return {"FINISHED"}
+        return _submit(self, lambda: api.restyle(capture, prompt, method, wait=self.wait, **overrides))
 
 
 class TEXT3D_OT_capture_selected(bpy.types.Operator):

@@ -192,20 +192,20 @@ def _resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
     return torch.cat([torch.where(t[3:] > 0, rgb, torch.zeros_like(rgb)), t[3:]]).permute(1, 2, 0).numpy()
 
 
-def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int = 0,
-                 load_images: bool = True) -> Capture:
+def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int = 0) -> Capture:
     """Read, check and normalise a capture. Raises EngineError("capture_invalid") naming what is wrong.
 
     max_image_size: longest side after loading (larger images are downsampled, intrinsics follow).
     holdout_every: also hold out every k-th training frame as a test view (0 = none).
-    load_images: False reads only the cameras (images (N,1,1,3) of zeros), for quick checks.
     """
     folder, files = find_transforms(path)
     source = files[0][0]
     warnings: list[str] = []
-    records = []
+    records, bounds = [], None
     for file, is_test in files:
         data = _read_json(file)
+        if file == source:
+            bounds = _bounds(data, source)
         frames = data.get("frames")
         if not isinstance(frames, list) or not frames:
             raise capture_invalid(f"{file}: no frames", "a capture needs a non-empty 'frames' list")
@@ -236,15 +236,8 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
         if image_path is None:
             raise capture_invalid(f"{where}: image {file_path!r} not found (looked in {file.parent})",
                                   "copy the image into the capture folder or fix file_path")
-        if load_images:
-            arr = _load_image(image_path, where)
-            h, w = arr.shape[:2]
-        else:
-            from PIL import Image
-
-            with Image.open(image_path) as im:
-                w, h = im.size
-            arr = None
+        arr = _load_image(image_path, where)
+        h, w = arr.shape[:2]
         declared = (get("w"), get("h"))
         if declared[0] is not None and declared[1] is not None and (int(declared[0]), int(declared[1])) != (w, h):
             raise capture_invalid(f"{where}: image {image_path.name} is {w}x{h} but w, h say "
@@ -284,20 +277,16 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
         warnings.append(f"images downsampled from {w}x{h} to {nw}x{nh} (options.max_image_size {max_image_size})")
         sx, sy = nw / w, nh / h
         intr = [(fx * sx, fy * sy, cx * sx, cy * sy) for fx, fy, cx, cy in intr]
-        if load_images:
-            images = [_resize(a, nh, nw) for a in images]
+        images = [_resize(a, nh, nw) for a in images]
         h, w = nh, nw
-    if load_images:
-        stack = torch.from_numpy(np.stack(images)).float()
-        rgb, alpha = stack[..., :3].contiguous(), stack[..., 3].contiguous()
-        if bool((alpha >= 1).all()):
-            alpha = None
-    else:
-        rgb, alpha = torch.zeros(len(c2ws), 1, 1, 3), None
+    stack = torch.from_numpy(np.stack(images)).float()
+    rgb, alpha = stack[..., :3].contiguous(), stack[..., 3].contiguous()
+    if bool((alpha >= 1).all()):
+        alpha = None
 
     world = torch.from_numpy(np.stack(c2ws)).float()
     intrinsics = torch.tensor(intr, dtype=torch.float32)
-    frame = normalise(world, intrinsics, (h, w), _bounds(_read_json(source), source))
+    frame = normalise(world, intrinsics, (h, w), bounds)
     test = torch.tensor(tests, dtype=torch.bool)
     if holdout_every:
         train = torch.nonzero(~test).flatten()

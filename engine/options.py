@@ -15,6 +15,24 @@ def _check(ok: bool, key: str, value, why: str) -> None:
         raise invalid_job(key, value, why)
 
 
+def _check_field(o, key: str) -> None:
+    """The hash grid and MLP settings every method's options share (mlp_width None = the method's default)."""
+    _check(1 <= o.hash_levels <= 32, f"{key}.hash_levels", o.hash_levels, "must be between 1 and 32")
+    _check(10 <= o.hash_log2_size <= 24, f"{key}.hash_log2_size", o.hash_log2_size, "must be between 10 and 24")
+    _check(16 <= o.hash_max_resolution <= 8192, f"{key}.hash_max_resolution", o.hash_max_resolution,
+           "must be between 16 and 8192")
+    _check(o.mlp_width is None or 8 <= o.mlp_width <= 1024, f"{key}.mlp_width", o.mlp_width,
+           "must be between 8 and 1024")
+
+
+def _check_occupancy(o, key: str) -> None:
+    """The empty-space grid settings every method's options share."""
+    _check(o.occupancy_resolution == 0 or 8 <= o.occupancy_resolution <= 256, f"{key}.occupancy_resolution",
+           o.occupancy_resolution, "must be 0 (off) or between 8 and 256")
+    _check(o.occupancy_threshold >= 0, f"{key}.occupancy_threshold", o.occupancy_threshold, "must be >= 0")
+    _check(o.occupancy_every >= 1, f"{key}.occupancy_every", o.occupancy_every, "must be >= 1")
+
+
 @dataclass(frozen=True)
 class DreamFieldsOptions:
     """Dream Fields (Jain et al. 2022); defaults from the paper and google-research/dreamfields."""
@@ -65,17 +83,9 @@ class DreamFieldsOptions:
         _check(self.transmittance_anneal_steps >= 0, f"{key}.transmittance_anneal_steps",
                self.transmittance_anneal_steps, "must be >= 0")
         _check(self.bg_blur_max_px >= 0, f"{key}.bg_blur_max_px", self.bg_blur_max_px, "must be >= 0")
-        _check(1 <= self.hash_levels <= 32, f"{key}.hash_levels", self.hash_levels, "must be between 1 and 32")
-        _check(10 <= self.hash_log2_size <= 24, f"{key}.hash_log2_size", self.hash_log2_size, "must be between 10 and 24")
-        _check(16 <= self.hash_max_resolution <= 8192, f"{key}.hash_max_resolution", self.hash_max_resolution,
-               "must be between 16 and 8192")
-        _check(self.mlp_width is None or 8 <= self.mlp_width <= 1024, f"{key}.mlp_width", self.mlp_width,
-               "must be between 8 and 1024")
+        _check_field(self, key)
         _check(1 <= self.mlp_blocks <= 16, f"{key}.mlp_blocks", self.mlp_blocks, "must be between 1 and 16")
-        _check(self.occupancy_resolution == 0 or 8 <= self.occupancy_resolution <= 256, f"{key}.occupancy_resolution",
-               self.occupancy_resolution, "must be 0 (off) or between 8 and 256")
-        _check(self.occupancy_threshold >= 0, f"{key}.occupancy_threshold", self.occupancy_threshold, "must be >= 0")
-        _check(self.occupancy_every >= 1, f"{key}.occupancy_every", self.occupancy_every, "must be >= 1")
+        _check_occupancy(self, key)
 
 
 @dataclass(frozen=True)
@@ -140,15 +150,8 @@ class DreamFusionOptions:
             _check(getattr(self, name) >= 0, f"{key}.{name}", getattr(self, name), "must be >= 0")
         _check(0 < self.lr < 1, f"{key}.lr", self.lr, "must be in (0, 1)")
         _check(0 < self.blob_radius <= 2, f"{key}.blob_radius", self.blob_radius, "must be in (0, 2]")
-        _check(1 <= self.hash_levels <= 32, f"{key}.hash_levels", self.hash_levels, "must be between 1 and 32")
-        _check(10 <= self.hash_log2_size <= 24, f"{key}.hash_log2_size", self.hash_log2_size, "must be between 10 and 24")
-        _check(16 <= self.hash_max_resolution <= 8192, f"{key}.hash_max_resolution", self.hash_max_resolution,
-               "must be between 16 and 8192")
-        _check(8 <= self.mlp_width <= 1024, f"{key}.mlp_width", self.mlp_width, "must be between 8 and 1024")
-        _check(self.occupancy_resolution == 0 or 8 <= self.occupancy_resolution <= 256, f"{key}.occupancy_resolution",
-               self.occupancy_resolution, "must be 0 (off) or between 8 and 256")
-        _check(self.occupancy_threshold >= 0, f"{key}.occupancy_threshold", self.occupancy_threshold, "must be >= 0")
-        _check(self.occupancy_every >= 1, f"{key}.occupancy_every", self.occupancy_every, "must be >= 1")
+        _check_field(self, key)
+        _check_occupancy(self, key)
         _check(self.precision in ("auto", "fp32", "fp16", "bf16"), f"{key}.precision", self.precision,
                'must be "auto", "fp32", "fp16" or "bf16"')
 
@@ -198,15 +201,8 @@ class ReconstructOptions:
                "must be between 16 and 8192")
         _check(self.holdout_every == 0 or self.holdout_every >= 2, f"{key}.holdout_every", self.holdout_every,
                "must be 0 (no held-out frames) or >= 2")
-        _check(1 <= self.hash_levels <= 32, f"{key}.hash_levels", self.hash_levels, "must be between 1 and 32")
-        _check(10 <= self.hash_log2_size <= 24, f"{key}.hash_log2_size", self.hash_log2_size, "must be between 10 and 24")
-        _check(16 <= self.hash_max_resolution <= 8192, f"{key}.hash_max_resolution", self.hash_max_resolution,
-               "must be between 16 and 8192")
-        _check(8 <= self.mlp_width <= 1024, f"{key}.mlp_width", self.mlp_width, "must be between 8 and 1024")
-        _check(self.occupancy_resolution == 0 or 8 <= self.occupancy_resolution <= 256, f"{key}.occupancy_resolution",
-               self.occupancy_resolution, "must be 0 (off) or between 8 and 256")
-        _check(self.occupancy_threshold >= 0, f"{key}.occupancy_threshold", self.occupancy_threshold, "must be >= 0")
-        _check(self.occupancy_every >= 1, f"{key}.occupancy_every", self.occupancy_every, "must be >= 1")
+        _check_field(self, key)
+        _check_occupancy(self, key)
         _check(self.lambda_opacity >= 0, f"{key}.lambda_opacity", self.lambda_opacity, "must be >= 0")
 
 
@@ -278,6 +274,12 @@ class NerfArtOptions(ReconstructOptions):
 
 
 
+# Capture methods: the cameras come from the capture; the orbit only sets the preview and
+# turntable views (capture cameras are normalised to sit around radius 4, see engine/captures.py).
+# render.size is the side of previews and of NeRF-Art's style renders; training draws rays.
+CAPTURE_ORBIT = {"radius": (4.0, 4.0), "elevation_deg": (30.0, 30.0), "azimuth_deg": (0.0, 360.0),
+                 "fov_deg": (40.0, 40.0)}
+
 # Defaults of the common job sections, per method. Orbit: Dream Fields renders from radius 4
 # at 30 degrees elevation all around the object (360 degrees: narrower ranges leave the
 # sides unlearned) with a ~33 degree field of view. Samples: the paper's 192 are for an MLP
@@ -300,22 +302,17 @@ METHOD_DEFAULTS: dict[str, dict] = {
                   "fov_deg": (40.0, 70.0)},
         "needs_prompt": True,
     },
-    # Capture methods: the cameras come from the capture; orbit only sets the preview and
-    # turntable views (capture cameras are normalised to sit around radius 4, see engine/captures.py).
-    # render.size is the side of previews and of NeRF-Art's style renders; training draws rays.
     "reconstruct": {
         "steps": 3000,
         "render": {"size": 64, "samples_per_ray": 96},
-        "orbit": {"radius": (4.0, 4.0), "elevation_deg": (30.0, 30.0), "azimuth_deg": (0.0, 360.0),
-                  "fov_deg": (40.0, 40.0)},
+        "orbit": CAPTURE_ORBIT,
         "needs_prompt": False,
         "needs_capture": True,
     },
     "dietnerf": {
         "steps": 3000,
         "render": {"size": 64, "samples_per_ray": 96},
-        "orbit": {"radius": (4.0, 4.0), "elevation_deg": (30.0, 30.0), "azimuth_deg": (0.0, 360.0),
-                  "fov_deg": (40.0, 40.0)},
+        "orbit": CAPTURE_ORBIT,
         "needs_prompt": False,
         "needs_capture": True,
     },
@@ -323,8 +320,7 @@ METHOD_DEFAULTS: dict[str, dict] = {
     "nerf_art": {
         "steps": 400,
         "render": {"size": 128, "samples_per_ray": 96},
-        "orbit": {"radius": (4.0, 4.0), "elevation_deg": (30.0, 30.0), "azimuth_deg": (0.0, 360.0),
-                  "fov_deg": (40.0, 40.0)},
+        "orbit": CAPTURE_ORBIT,
         "needs_prompt": True,
         "needs_capture": True,
     },

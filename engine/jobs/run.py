@@ -66,6 +66,30 @@ def step_generator(seed: int, step: int):
     return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
 
 
+def optimise_step(method, seed: int, step: int, check=None):
+    """Step `step` of a method as the run loop takes it (benchmarks time exactly this); returns its StepOutput.
+
+    Learning rate, the method's step with the step's own generator, the weighted total of its
+    losses, check(step, result, total) (the run loop's divergence test) before anything is
+    applied, then backward and the optimiser's step.
+    """
+    from .losses import weighted_total
+
+    for group in method.optimizer.param_groups:
+        group["lr"] = method.learning_rate(step)
+    method.optimizer.zero_grad(set_to_none=True)
+    result = method.step(step, step_generator(seed, step))
+    total = weighted_total(result.losses, method.weights(step))
+    if check is not None:
+        check(step, result, total)
+    # A loss may arrive detached: the method back-propagated it itself (NeRF-Art's chunked image
+    # losses); it still counts in the total the check sees.
+    if total.requires_grad:
+        total.backward()
+    method.optimizer.step()
+    return result
+
+
 def pick_device(name: str):
     import torch
 
@@ -116,7 +140,6 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
 
         from ..methods import METHODS
         from .checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
-        from .losses import weighted_total
 
         device = pick_device(spec.device)
         events.emit("started", method=spec.method, steps=spec.steps, device=str(device), resume=resume,
@@ -128,6 +151,15 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
         # the object cube elsewhere than orbit.look_at (capture methods: the capture's frame).
         total_steps = getattr(method, "total_steps", spec.steps)
         frame = getattr(method, "frame", None) or object_frame(spec)
+
+        def diverged(step: int, result, total) -> None:
+            if not torch.isfinite(total):
+                kept = read_checkpoint_meta(job_dir)
+                raise EngineError(
+                    "diverged", f"the loss became non-finite at step {step} "
+                    f"({ {k: v.item() for k, v in result.losses.items()} })",
+                    "lower options.lr or try another seed; "
+                    + (f"the last good checkpoint (step {kept['step']}) is kept" if kept else "no checkpoint was written yet"))
 
         def checkpoint(step: int) -> None:
             save_checkpoint(job_dir, step, method.modules, method.optimizer, spec.to_dict(), frame.to_dict())
@@ -150,23 +182,7 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
                 checkpoint(step)
                 events.emit("finished", status="cancelled", step=step)
                 return EXIT_CODES["cancelled"]
-            for group in method.optimizer.param_groups:
-                group["lr"] = method.learning_rate(step)
-            method.optimizer.zero_grad(set_to_none=True)
-            result = method.step(step, step_generator(spec.seed, step))
-            total = weighted_total(result.losses, method.weights(step))
-            if not torch.isfinite(total):
-                kept = read_checkpoint_meta(job_dir)
-                raise EngineError(
-                    "diverged", f"the loss became non-finite at step {step} "
-                    f"({ {k: v.item() for k, v in result.losses.items()} })",
-                    "lower options.lr or try another seed; "
-                    + (f"the last good checkpoint (step {kept['step']}) is kept" if kept else "no checkpoint was written yet"))
-            # A loss may arrive detached: the method back-propagated it itself (NeRF-Art's chunked
-            # image losses); it still counts in the reported total and the divergence check.
-            if total.requires_grad:
-                total.backward()
-            method.optimizer.step()
+            result = optimise_step(method, spec.seed, step, check=diverged)
             done, timed_steps = step + 1, timed_steps + 1
             # 6. Events, previews and checkpoints on their schedules.
             now = time.monotonic()

@@ -91,7 +91,8 @@ class Reconstruct:
         return skip_empty(self.field, self.occupancy)
 
     def sample_rays(self, n: int, generator: torch.Generator):
-        """n random pixels of the training images: origins, dirs (n,3), target rgb (n,3), alpha (n,) or None."""
+        """n random pixels of the training images: origins, dirs (n,3), target rgb (n,3), alpha (n,) or None,
+        and the mean focal length in pixels of their frames (for the cone footprint)."""
         cap, (h, w) = self.capture, self.capture.size
         frame = self.train[torch.randint(len(self.train), (n,), generator=generator)]
         py, px = torch.randint(h, (n,), generator=generator), torch.randint(w, (n,), generator=generator)
@@ -103,7 +104,7 @@ class Reconstruct:
         alpha = None if cap.alpha is None else cap.alpha[frame, py, px]
         to = self.device
         return (c2w[:, :3, 3].to(to), dirs.to(to), rgb.to(to), None if alpha is None else alpha.to(to),
-                (fx.mean()).item())
+                fx.mean().item())
 
     def photometric(self, field, n: int, generator: torch.Generator) -> tuple[dict, dict]:
         """Render n random training rays; MSE against the photos and the opacity entropy."""
