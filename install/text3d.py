@@ -15,7 +15,8 @@ and the steps they are made of:
 
 Environments live in TEXT3D_HOME (default ~/.local/share/text3d on Linux), are reused when
 their pinned requirements have not changed, and never need a shell. Only the standard
-library is used here, so any Python 3.11 runs it.
+library is used here, so any Python 3.11 runs it. `test` also installs the Khronos glTF
+validator into TEXT3D_HOME/node when npm is on PATH; the engine tests check every .glb with it.
 """
 from __future__ import annotations
 
@@ -63,6 +64,9 @@ SUITES = {
     "addon-4.2": ("blender42", "tests/addon"),
 }
 DEFAULT_SUITES = ("engine", "addon")
+# The Khronos glTF validator, which the engine tests run over every .glb they write
+# (tests/engine/gltf_validate.js). npm has only -dev releases of it; this is the newest.
+GLTF_VALIDATOR = ("gltf-validator", "2.0.0-dev.3.10")
 
 
 class SetupError(Exception):
@@ -191,6 +195,36 @@ def link_engine(python: Path) -> None:
         say(f"the engine environment now runs the engine of {ROOT}")
 
 
+def ensure_gltf_validator() -> Path | None:
+    """The node_modules folder holding the pinned gltf-validator in TEXT3D_HOME/node, installed
+    with npm the first time; None, said why, when node or npm is missing or npm fails (the
+    engine tests then skip their validator checks rather than fail)."""
+    name, version = GLTF_VALIDATOR
+    prefix = paths.text3d_home() / "node"
+    modules = prefix / "node_modules"
+    package = modules / name / "package.json"
+    if not shutil.which("node"):
+        say("node is not on PATH: the engine tests will not check .glb files with the Khronos glTF validator")
+        return None
+    if package.is_file() and json.loads(package.read_text(encoding="utf-8")).get("version") == version:
+        say(f"glTF validator up to date: {modules / name}")
+        return modules
+    npm = shutil.which("npm")
+    if not npm:
+        say("npm is not on PATH: the engine tests will not check .glb files with the Khronos glTF validator")
+        return None
+    t = time.monotonic()
+    log = paths.text3d_home() / "logs" / "install-gltf-validator.log"
+    say(f"installing {name}@{version} into {prefix} with npm (log: {log})")
+    prefix.mkdir(parents=True, exist_ok=True)
+    if run_logged([npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", f"{name}@{version}"], log) != 0 \
+            or not package.is_file():
+        say(f"installing the glTF validator failed (see {log}): the engine tests will not check .glb files with it")
+        return None
+    say(f"glTF validator ready in {time.monotonic() - t:.0f} s")
+    return modules
+
+
 def build_extension() -> Path:
     spec = importlib.util.spec_from_file_location("build_extension", INSTALL / "build_extension.py")
     module = importlib.util.module_from_spec(spec)
@@ -217,6 +251,7 @@ def run_tests(pytest_args: list[str], which: tuple[str, ...]) -> int:
     """The suites, each in its own environment as in production; one summary line at the end."""
     engine_py = ensure_env("engine")
     pythons = {env: ensure_env(env) for env in sorted({SUITES[name][0] for name in which})}  # all set up first
+    validator = ensure_gltf_validator() if "engine" in which else None
     reports = paths.text3d_home() / "test-reports"
     reports.mkdir(parents=True, exist_ok=True)
     totals = {"passed": 0, "failed": 0, "skipped": 0}
@@ -229,6 +264,8 @@ def run_tests(pytest_args: list[str], which: tuple[str, ...]) -> int:
         say(f"running the {name} tests with {python}")
         t = time.monotonic()
         env = clean_env(PYTHONPATH=str(ROOT), TEXT3D_ENGINE_PYTHON=str(engine_py), PYTHONUNBUFFERED="1")
+        if validator:
+            env["TEXT3D_GLTF_VALIDATOR"] = str(validator)  # read by tests/engine/conftest.py
         code = subprocess.run([str(python), "-m", "pytest", str(folder), "-q", "-p", "no:cacheprovider",
                                f"--junitxml={xml}", *pytest_args], cwd=ROOT, env=env).returncode
         say(f"{name} tests finished in {time.monotonic() - t:.0f} s with exit code {code}")

@@ -2,17 +2,10 @@
 from __future__ import annotations
 
 import io
-import json
-import struct
 
 import numpy as np
+import pygltflib
 from PIL import Image
-
-# glTF constants (glTF 2.0 spec, section 5).
-FLOAT, UINT32 = 5126, 5125
-ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
-LINEAR, LINEAR_MIPMAP_LINEAR, CLAMP_TO_EDGE = 9729, 9987, 33071
-GLB_MAGIC, JSON_CHUNK, BIN_CHUNK = 0x46546C67, 0x4E4F534A, 0x004E4942
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -36,7 +29,7 @@ def y_up(a: np.ndarray) -> np.ndarray:
 
 
 def write_npz(file, vertices, faces, vertex_colors, uvs=None, texture=None) -> None:
-    """The job's result/mesh.npz (DESIGN.md "The job folder") into an open binary file.
+    """The job's result/mesh.npz (docs/ARCHITECTURE.md, "The job folder") into an open binary file.
 
     vertices (N,3) float32 world coordinates, faces (M,3) int32, vertex_colors (N,3)
     float32 linear; when textured uvs (M*3,2) float32 per face corner (origin
@@ -60,63 +53,67 @@ def png_bytes(texture: np.ndarray) -> bytes:
 
 
 def write_glb(file, vertices, faces, normals, colors=None, texcoords=None, png=None) -> None:
-    """A glTF 2.0 binary with one mesh into an open binary file.
+    """A glTF 2.0 binary (.glb) with one mesh, one node and one material into an open binary file.
 
-    vertices (N,3) and normals (N,3) in Blender's Z-up world, faces (M,3); colors (N,3)
-    float32 linear (COLOR_0) for the vertex-colour mesh, or texcoords (N,2) with
-    origin bottom-left plus png (bytes) for the textured one.
+    vertices (N,3) world coordinates in metres and normals (N,3) unit vectors, both in
+    Blender's Z-up world (written Y-up, as glTF wants); faces (M,3) vertex indices wound
+    counter-clockwise from outside. Either colors (N,3) float32 linear RGB in [0,1] (COLOR_0)
+    for the vertex-colour mesh, or texcoords (N,2) UVs with origin bottom-left plus png
+    (the PNG's bytes, sRGB) for the textured one. Written as float32 POSITION (with the
+    min/max glTF requires), NORMAL, COLOR_0 or TEXCOORD_0, uint32 indices, and a matte
+    (metallic 0, roughness 1) material whose base colour is the texture or, untextured,
+    white times COLOR_0.
     """
     blob = bytearray()
-    views, accessors = [], []
+    gltf = pygltflib.GLTF2(asset=pygltflib.Asset(generator="Text3D"))
 
     def add_view(data: bytes, target: int | None = None) -> int:
+        # Each view starts 4-byte aligned, as the accessors' float32/uint32 components need.
         blob.extend(b"\0" * (-len(blob) % 4))
-        view = {"buffer": 0, "byteOffset": len(blob), "byteLength": len(data)}
-        if target is not None:
-            view["target"] = target
-        views.append(view)
+        gltf.bufferViews.append(
+            pygltflib.BufferView(buffer=0, byteOffset=len(blob), byteLength=len(data), target=target))
         blob.extend(data)
-        return len(views) - 1
+        return len(gltf.bufferViews) - 1
 
-    def add_accessor(a: np.ndarray, kind: str, target: int, **extra) -> int:
-        component = UINT32 if a.dtype == np.uint32 else FLOAT
-        view = add_view(np.ascontiguousarray(a).tobytes(), target)
-        accessors.append({"bufferView": view, "componentType": component, "count": len(a), "type": kind, **extra})
-        return len(accessors) - 1
+    def add_accessor(a: np.ndarray, kind: str, target: int, bounds: bool = False) -> int:
+        component = pygltflib.UNSIGNED_INT if a.dtype == np.uint32 else pygltflib.FLOAT
+        accessor = pygltflib.Accessor(bufferView=add_view(np.ascontiguousarray(a).tobytes(), target),
+                                      componentType=component, count=len(a), type=kind)
+        if bounds:
+            accessor.min, accessor.max = a.min(0).tolist(), a.max(0).tolist()
+        gltf.accessors.append(accessor)
+        return len(gltf.accessors) - 1
 
     position = y_up(vertices)
-    attributes = {
-        "POSITION": add_accessor(position, "VEC3", ARRAY_BUFFER, min=position.min(0).tolist(), max=position.max(0).tolist()),
-        "NORMAL": add_accessor(y_up(normals), "VEC3", ARRAY_BUFFER),
-    }
-    pbr = {"metallicFactor": 0.0, "roughnessFactor": 1.0}
-    gltf = {"asset": {"version": "2.0", "generator": "Text3D"}}
+    attributes = pygltflib.Attributes(
+        POSITION=add_accessor(position, pygltflib.VEC3, pygltflib.ARRAY_BUFFER, bounds=True),
+        NORMAL=add_accessor(y_up(normals), pygltflib.VEC3, pygltflib.ARRAY_BUFFER),
+    )
+    pbr = pygltflib.PbrMetallicRoughness(metallicFactor=0.0, roughnessFactor=1.0)
     if png is None:
-        attributes["COLOR_0"] = add_accessor(colors.astype(np.float32), "VEC3", ARRAY_BUFFER)
+        attributes.COLOR_0 = add_accessor(colors.astype(np.float32), pygltflib.VEC3, pygltflib.ARRAY_BUFFER)
     else:
         # glTF puts the UV origin top-left. COLOR_0 is left out here: glTF multiplies
         # it into the base colour, which would apply the albedo twice.
         uv = np.stack([texcoords[:, 0], 1.0 - texcoords[:, 1]], axis=1).astype(np.float32)
-        attributes["TEXCOORD_0"] = add_accessor(uv, "VEC2", ARRAY_BUFFER)
-        gltf["images"] = [{"bufferView": add_view(png), "mimeType": "image/png"}]
-        gltf["samplers"] = [{"magFilter": LINEAR, "minFilter": LINEAR_MIPMAP_LINEAR, "wrapS": CLAMP_TO_EDGE, "wrapT": CLAMP_TO_EDGE}]
-        gltf["textures"] = [{"source": 0, "sampler": 0}]
-        pbr["baseColorTexture"] = {"index": 0}
-    indices = add_accessor(faces.astype(np.uint32).ravel(), "SCALAR", ELEMENT_ARRAY_BUFFER)
-    blob.extend(b"\0" * (-len(blob) % 4))
+        attributes.TEXCOORD_0 = add_accessor(uv, pygltflib.VEC2, pygltflib.ARRAY_BUFFER)
+        gltf.images.append(pygltflib.Image(bufferView=add_view(png), mimeType=pygltflib.IMAGEPNG))
+        gltf.samplers.append(pygltflib.Sampler(magFilter=pygltflib.LINEAR, minFilter=pygltflib.LINEAR_MIPMAP_LINEAR,
+                                               wrapS=pygltflib.CLAMP_TO_EDGE, wrapT=pygltflib.CLAMP_TO_EDGE))
+        gltf.textures.append(pygltflib.Texture(source=0, sampler=0))
+        pbr.baseColorTexture = pygltflib.TextureInfo(index=0)
+    indices = add_accessor(faces.astype(np.uint32).ravel(), pygltflib.SCALAR, pygltflib.ELEMENT_ARRAY_BUFFER)
 
-    gltf.update(
-        scene=0,
-        scenes=[{"nodes": [0]}],
-        nodes=[{"mesh": 0, "name": "Text3D"}],
-        meshes=[{"primitives": [{"attributes": attributes, "indices": indices, "material": 0}]}],
-        materials=[{"pbrMetallicRoughness": pbr}],
-        buffers=[{"byteLength": len(blob)}],
-        bufferViews=views,
-        accessors=accessors,
-    )
-    text = json.dumps(gltf, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 4)
-    file.write(struct.pack("<III", GLB_MAGIC, 2, 12 + 8 + len(text) + 8 + len(blob)))
-    file.write(struct.pack("<II", len(text), JSON_CHUNK) + text)
-    file.write(struct.pack("<II", len(blob), BIN_CHUNK) + bytes(blob))
+    gltf.scene = 0
+    gltf.scenes.append(pygltflib.Scene(nodes=[0]))
+    gltf.nodes.append(pygltflib.Node(mesh=0, name="Text3D"))
+    primitive = pygltflib.Primitive(attributes=attributes, indices=indices, material=0)  # mode: TRIANGLES
+    gltf.meshes.append(pygltflib.Mesh(primitives=[primitive]))
+    gltf.materials.append(pygltflib.Material(pbrMetallicRoughness=pbr))
+    # One buffer without a uri: the GLB's binary chunk. save_to_bytes copies the views out of
+    # it, pads the chunks to 4 bytes and sets the final byteLength; it returns the header,
+    # JSON chunk and BIN chunk as pieces.
+    gltf.buffers.append(pygltflib.Buffer(byteLength=len(blob)))
+    gltf.set_binary_blob(bytes(blob))
+    for piece in gltf.save_to_bytes():
+        file.write(piece)

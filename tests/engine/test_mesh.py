@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import io
-import json
 import logging
 import re
-import struct
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import glb_array, read_glb
 from engine.errors import EngineError
 from engine.mesh import bake, export_mesh
 from engine.mesh.bake import dilate, rasterise, srgb_to_linear
@@ -41,30 +40,6 @@ def two_halves(points):
 def load(path):
     with np.load(path) as npz:
         return dict(npz)
-
-
-def read_glb(path):
-    """(json dict, binary chunk) of a .glb, checking the container by hand."""
-    data = path.read_bytes()
-    magic, version, length = struct.unpack_from("<III", data, 0)
-    assert (magic, version, length) == (0x46546C67, 2, len(data))
-    json_len, json_type = struct.unpack_from("<II", data, 12)
-    assert json_type == 0x4E4F534A and json_len % 4 == 0
-    gltf = json.loads(data[20 : 20 + json_len])
-    bin_len, bin_type = struct.unpack_from("<II", data, 20 + json_len)
-    assert bin_type == 0x004E4942 and bin_len % 4 == 0
-    blob = data[28 + json_len : 28 + json_len + bin_len]
-    assert 28 + json_len + bin_len == len(data) and gltf["buffers"][0]["byteLength"] == bin_len
-    return gltf, blob
-
-
-def glb_array(gltf, blob, accessor):
-    acc = gltf["accessors"][accessor]
-    view = gltf["bufferViews"][acc["bufferView"]]
-    dtype = {5126: np.float32, 5125: np.uint32}[acc["componentType"]]
-    width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3}[acc["type"]]
-    raw = blob[view["byteOffset"] : view["byteOffset"] + view["byteLength"]]
-    return np.frombuffer(raw, dtype).reshape(acc["count"], width)
 
 
 @pytest.fixture(scope="module")
@@ -359,17 +334,17 @@ def test_textured_export(textured, sphere, monkeypatch, caplog):
 def test_glb_parses_back(sphere):
     result, mesh = sphere
     gltf, blob = read_glb(result.paths["glb"])
-    primitive = gltf["meshes"][0]["primitives"][0]
-    attributes = primitive["attributes"]
-    assert set(attributes) == {"POSITION", "NORMAL", "COLOR_0"}
-    position = glb_array(gltf, blob, attributes["POSITION"])
+    primitive = gltf.meshes[0].primitives[0]
+    attributes = primitive.attributes
+    assert {k for k, v in vars(attributes).items() if v is not None} == {"POSITION", "NORMAL", "COLOR_0"}
+    position = glb_array(gltf, blob, attributes.POSITION)
     v = mesh["vertices"]
     np.testing.assert_array_equal(position, np.stack([v[:, 0], v[:, 2], -v[:, 1]], axis=1))
-    assert gltf["accessors"][attributes["POSITION"]]["max"] == position.max(axis=0).tolist()
-    indices = glb_array(gltf, blob, primitive["indices"])
+    assert gltf.accessors[attributes.POSITION].max == position.max(axis=0).tolist()
+    indices = glb_array(gltf, blob, primitive.indices)
     np.testing.assert_array_equal(indices.reshape(-1, 3), mesh["faces"])
-    np.testing.assert_array_equal(glb_array(gltf, blob, attributes["COLOR_0"]), mesh["vertex_colors"])
-    normals = glb_array(gltf, blob, attributes["NORMAL"])
+    np.testing.assert_array_equal(glb_array(gltf, blob, attributes.COLOR_0), mesh["vertex_colors"])
+    normals = glb_array(gltf, blob, attributes.NORMAL)
     np.testing.assert_allclose(np.linalg.norm(normals, axis=1), 1, atol=1e-5)
     # On a sphere at the origin the outward normal is the position's direction.
     assert (np.einsum("ij,ij->i", normals, position / np.linalg.norm(position, axis=1, keepdims=True)) > 0.95).all()
@@ -378,21 +353,21 @@ def test_glb_parses_back(sphere):
 def test_textured_glb_parses_back(textured):
     result, mesh = textured
     gltf, blob = read_glb(result.paths["glb"])
-    primitive = gltf["meshes"][0]["primitives"][0]
-    attributes = primitive["attributes"]
-    assert set(attributes) == {"POSITION", "NORMAL", "TEXCOORD_0"}
-    n_split = gltf["accessors"][attributes["POSITION"]]["count"]
+    primitive = gltf.meshes[0].primitives[0]
+    attributes = primitive.attributes
+    assert {k for k, v in vars(attributes).items() if v is not None} == {"POSITION", "NORMAL", "TEXCOORD_0"}
+    n_split = gltf.accessors[attributes.POSITION].count
     assert n_split >= result.n_vertices
-    assert gltf["accessors"][primitive["indices"]]["count"] == 3 * result.n_faces
+    assert gltf.accessors[primitive.indices].count == 3 * result.n_faces
     # glTF's UV origin is top-left: the corner UVs come back with v flipped.
-    texcoord = glb_array(gltf, blob, attributes["TEXCOORD_0"])
-    indices = glb_array(gltf, blob, primitive["indices"]).ravel()
+    texcoord = glb_array(gltf, blob, attributes.TEXCOORD_0)
+    indices = glb_array(gltf, blob, primitive.indices).ravel()
     np.testing.assert_allclose(texcoord[indices] * [1, -1] + [0, 1], mesh["uvs"], atol=1e-6)
-    view = gltf["bufferViews"][gltf["images"][0]["bufferView"]]
-    png = blob[view["byteOffset"] : view["byteOffset"] + view["byteLength"]]
+    view = gltf.bufferViews[gltf.images[0].bufferView]
+    png = blob[view.byteOffset : view.byteOffset + view.byteLength]
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), mesh["texture"])
-    material = gltf["materials"][0]["pbrMetallicRoughness"]
-    assert material == {"metallicFactor": 0.0, "roughnessFactor": 1.0, "baseColorTexture": {"index": 0}}
+    material = gltf.materials[0].pbrMetallicRoughness
+    assert (material.metallicFactor, material.roughnessFactor, material.baseColorTexture.index) == (0.0, 1.0, 0)
 
 
 def test_rasterise_half_square_by_hand():
