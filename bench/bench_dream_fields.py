@@ -28,8 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from engine.jobs.run import export_result, optimise_step  # noqa: E402
-from engine.methods import dream_fields  # noqa: E402
+from engine.jobs.outputs import export_result  # noqa: E402
+from engine.jobs.run import optimise_step  # noqa: E402
+from engine.methods.dream_fields import method as dream_fields  # noqa: E402
 from engine.models.tiny import TINY_CLIP_CONFIG  # noqa: E402
 from engine.spec import parse_job  # noqa: E402
 
@@ -75,7 +76,8 @@ def main() -> None:
     render = {k: v for k, v in (("size", args.size), ("samples_per_ray", args.samples)) if v}
     spec = parse_job({"spec_version": 1, "method": "dream_fields", "prompt": "a bench", "device": args.device,
                       "render": render, "models": {"clip": str(tmp / "clip")},
-                      "options": {"field": args.field, "occupancy_resolution": 0 if args.no_occupancy else 64}})
+                      "options": {"field": {"backbone": args.field},
+                                  "occupancy": {"resolution": 0 if args.no_occupancy else 64}}})
     device = torch.device(args.device)
     torch.manual_seed(0)
     method = dream_fields.build(spec, device)
@@ -106,11 +108,12 @@ def main() -> None:
     for state in ("fresh", "shaped"):
         if state == "shaped":
             shape_field(method.field, device)
-            if method.occupancy is not None:
+            grid = method.empty_space.grid
+            if grid is not None:
                 # A grid that has seen only the shaped field: in training the fog's decaying
                 # maximum fades over ~70 updates (0.95 per update), as in instant-ngp.
-                method.occupancy.density.zero_()
-                method.occupancy.update(method.field, torch.Generator().manual_seed(0))
+                grid.density.zero_()
+                grid.update(method.field, torch.Generator().manual_seed(0))
         step_ms, clip_ms = [], []
         for k in range(1, args.repeats + 1):  # steps 1..repeats: no scheduled occupancy update inside
             step_ms.append(timed(full_step, k))
@@ -118,7 +121,7 @@ def main() -> None:
         step, bare = statistics.median(step_ms), statistics.median(clip_ms)
         states[state] = {"step_ms": round(step, 1), "clip_fwd_bwd_ms": round(bare, 1), "ratio": round(step / bare, 3),
                          "step_ms_all": [round(v) for v in step_ms], "clip_ms_all": [round(v) for v in clip_ms],
-                         "occupied": None if method.occupancy is None else round(method.occupancy.fraction, 3)}
+                         "occupied": method.empty_space.metrics().get("occupied")}
 
     # Extraction + vertex bake at the export resolution, with this field (no texture).
     from dataclasses import replace
@@ -128,7 +131,7 @@ def main() -> None:
     export = replace(spec.export, resolution=args.mesh_resolution, texture_size=0, formats=("npz",))
     t = time.perf_counter()
     try:
-        export_result(method.field, spec, job_dir, device, export)
+        export_result(method.scene, spec, job_dir, device, export)
         mesh = {"ok": True}
     except Exception as e:  # noqa: BLE001 - an untrained field may have no surface; report it
         mesh = {"ok": False, "error": str(e)[:200]}

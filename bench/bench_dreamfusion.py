@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from engine.jobs.run import optimise_step  # noqa: E402
-from engine.methods import dreamfusion  # noqa: E402
+from engine.methods.dreamfusion import method as dreamfusion  # noqa: E402
 from engine.models import load_diffusion, make_tiny  # noqa: E402
 from engine.spec import parse_job  # noqa: E402
 
@@ -126,7 +126,7 @@ def main() -> None:
     if args.latent:
         # Ordinary steps from the first multiple of occupancy_every at or past the latent warm-up:
         # the same phase as latent steps 1, 2, ..., so both sides refresh the empty-space grid alike.
-        every = spec.options.occupancy_every
+        every = spec.options.occupancy.every
         latent_end, offset = method.latent_warmup, -(-method.latent_warmup // every) * every
         if not (1 + args.steps <= latent_end and offset + args.steps < method.warmup):
             sys.exit(f"--latent needs a latent warm-up ({latent_end} steps) longer than --steps and ending "
@@ -159,8 +159,7 @@ def main() -> None:
     seconds = sum(run_step(k) for k in range(start, start + args.steps)) / args.steps
     print(json.dumps({
         **common, "steps_timed": args.steps, "s_per_step": round(seconds, 3), "steps_per_s": round(1 / seconds, 3),
-        "peak_memory_mb": round(peak_memory_mb(device)), "occupied": round(method.occupancy.fraction, 3)
-        if method.occupancy is not None else None,
+        "peak_memory_mb": round(peak_memory_mb(device)), "occupied": method.empty_space.metrics().get("occupied"),
     }))
 
 

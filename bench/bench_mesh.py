@@ -2,7 +2,7 @@
 
 Extraction + vertex bake (export_mesh with texture_size=0, npz only) on (a) an analytic
 numpy field and (b) the engine's HashGridField (random init, CPU, queried through
-engine.jobs.run.field_callables as a job's export does), its density shaped into a ball
+engine.jobs.outputs.field_callables as a job's export does), its density shaped into a ball
 so the surface is non-empty while every query pays for the real field. `total_s`
 includes the field queries (goal for (b): <= 3 s on 2 CPU cores); `field_s` is the part
 spent inside the field callables, `field_us_per_point` its cost per density or albedo
@@ -79,7 +79,7 @@ def hashgrid_field():
     import torch
 
     from engine.fields import HashGridField
-    from engine.jobs.run import field_callables
+    from engine.jobs.outputs import field_callables
 
     torch.manual_seed(0)
     field_density, albedo = field_callables(HashGridField().eval(), torch.device("cpu"))

@@ -38,7 +38,7 @@ from bench_dream_fields import write_random_clip  # noqa: E402
 from capture_support import render_capture  # noqa: E402
 
 from engine.jobs.run import optimise_step  # noqa: E402
-from engine.methods import nerf_art  # noqa: E402
+from engine.methods.nerf_art import method as nerf_art  # noqa: E402
 from engine.models.perceptual import TORCHVISION_VGG, build_features  # noqa: E402
 from engine.models.resolve import PERCEPTUAL_CONFIG, PERCEPTUAL_WEIGHTS  # noqa: E402
 from engine.spec import parse_job  # noqa: E402
@@ -145,7 +145,7 @@ def main() -> None:
                 step += 1
                 if i:  # the first of each is a warm-up
                     times[name].append(seconds)
-        occupied = method.occupancy.fraction if method.occupancy is not None else 1.0
+        occupied = method.empty_space.metrics().get("occupied", 1.0)
     memory = {}
     for name, chunk in (("chunked", args.chunk), ("whole", 0)):
         cmd = [sys.executable, __file__, "--size", str(args.size), "--samples", str(args.samples), "--shape",

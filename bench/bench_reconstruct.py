@@ -30,7 +30,7 @@ from capture_support import render_capture  # noqa: E402
 
 from engine.captures import ObjectFrame  # noqa: E402
 from engine.jobs.run import optimise_step  # noqa: E402
-from engine.methods import reconstruct  # noqa: E402
+from engine.methods.reconstruct import method as reconstruct  # noqa: E402
 from engine.spec import parse_job  # noqa: E402
 
 

@@ -8,10 +8,10 @@ Blender (plain pytest, install/ scripts).
 def register():
     import bpy
 
-    from . import jobs, operators, props, ui
+    from . import jobs, operators, preferences, props, ui
 
     props.register()
-    for cls in (*operators.classes, *ui.classes):
+    for cls in (*preferences.classes, *operators.classes, *ui.classes):
         bpy.utils.register_class(cls)
     jobs.register()
 
@@ -19,10 +19,10 @@ def register():
 def unregister():
     import bpy
 
-    from . import jobs, operators, props, ui
+    from . import jobs, operators, preferences, props, setup, ui
 
     jobs.unregister()  # stops running engines first: their events would reach freed classes
-    operators.stop_tasks()  # and the set-up tasks (downloads, engine install)
-    for cls in reversed((*operators.classes, *ui.classes)):
+    setup.unregister()  # and the set-up tasks (downloads, engine install)
+    for cls in reversed((*preferences.classes, *operators.classes, *ui.classes)):
         bpy.utils.unregister_class(cls)
     props.unregister()

@@ -199,7 +199,7 @@ def _make_job(settings: jobspec.Settings, run_options: dict) -> Job:
     context = bpy.context
     # A capture job's mesh comes back in the capture's world frame: at the origin it lands
     # where the captured objects are.
-    home = (0.0, 0.0, 0.0) if settings.method in jobspec.CAPTURE_METHODS else context.scene.cursor.location
+    home = (0.0, 0.0, 0.0) if jobspec.is_capture_method(settings.method) else context.scene.cursor.location
     return Job(settings=settings, spec=spec, job_dir=job_dir,
                engine_python=str(run_options.get("engine_python") or props.engine_python(prefs)),
                engine_root=str(root) if root else None,

@@ -1,4 +1,4 @@
-"""result/mesh.npz -> a Blender object with its baked albedo (DESIGN.md, job folder).
+"""result/mesh.npz -> a Blender object with its baked albedo (docs/ARCHITECTURE.md, the job folder).
 
 Meshes are built with numpy foreach_set on the mesh attributes (from_pydata is far slower).
 The colour attribute "albedo" always holds the vertex colours; the material reads the

@@ -1,4 +1,4 @@
-"""Panel or console settings -> a validated job.json dict (spec_version 1, DESIGN.md).
+"""Panel or console settings -> a validated job.json dict (spec_version 1, docs/ARCHITECTURE.md).
 
 No bpy: plain pytest covers it. The engine's parser (engine/spec.py) is the
 authority; this side refuses what it can before any process starts, and names the
@@ -14,13 +14,16 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from . import captures
+from .engine_rules import errors as engine_errors
+from .engine_rules import methods as engine_methods
+from .engine_rules import spec as engine_spec
 
-SPEC_VERSION = 1
+SPEC_VERSION = engine_spec.SPEC_VERSION
 
 
 @dataclass(frozen=True)
 class Quality:
-    """One quality preset of a method."""
+    """One quality preset of a method, resolved with the user's overrides."""
 
     steps: int
     """Optimisation steps."""
@@ -32,68 +35,71 @@ class Quality:
     """nerf_art: reconstruction steps before the style steps; None = not applicable or the engine's default."""
 
 
-# Methods the add-on can start, each with its quality presets.
-# Dream Fields: the paper's low and medium render/crop sizes (88 and 168 px) and its
-# 10k-step schedule for "high"; "standard" stops at 2k steps, where the official code's
-# renders already read as the prompt. Draft is a quick look (a few minutes on a GPU).
-# DreamFusion: 64 px renders as in stable-dreamfusion/threestudio (the engine upsamples
-# to the VAE's 512), 10k steps as in the paper for "high", twice the render for it.
-# Capture methods draw rays from the photos; render_size is the preview size (and NeRF-Art's
-# style renders). Reconstruction: instant-ngp looks good after a few thousand steps.
-# NeRF-Art: `steps` are the style steps (the official code's ~400 for "standard"), after
-# reconstruct_steps of reconstruction.
-QUALITY: dict[str, dict[str, Quality]] = {
-    "dream_fields": {
-        "draft": Quality(steps=300, render_size=64, mesh_resolution=128),
-        "standard": Quality(steps=2000, render_size=88, mesh_resolution=256),
-        "high": Quality(steps=10000, render_size=168, mesh_resolution=256),
-    },
-    "dreamfusion": {
-        "draft": Quality(steps=1000, render_size=64, mesh_resolution=128),
-        "standard": Quality(steps=5000, render_size=64, mesh_resolution=256),
-        "high": Quality(steps=10000, render_size=128, mesh_resolution=256),
-    },
-    "reconstruct": {
-        "draft": Quality(steps=500, render_size=64, mesh_resolution=128),
-        "standard": Quality(steps=3000, render_size=64, mesh_resolution=256),
-        "high": Quality(steps=10000, render_size=128, mesh_resolution=256),
-    },
-    "dietnerf": {
-        "draft": Quality(steps=500, render_size=64, mesh_resolution=128),
-        "standard": Quality(steps=3000, render_size=64, mesh_resolution=256),
-        "high": Quality(steps=10000, render_size=128, mesh_resolution=256),
-    },
-    "nerf_art": {
-        "draft": Quality(steps=100, render_size=64, mesh_resolution=128, reconstruct_steps=500),
-        "standard": Quality(steps=400, render_size=128, mesh_resolution=256, reconstruct_steps=2000),
-        "high": Quality(steps=1000, render_size=128, mesh_resolution=256, reconstruct_steps=5000),
-    },
-}
-METHODS = tuple(QUALITY)
-TEXT_METHODS = ("dream_fields", "dreamfusion")
-"""Methods that make an object from a prompt."""
-CAPTURE_METHODS = ("reconstruct", "dietnerf", "nerf_art")
-"""Methods that start from a capture (inputs.capture)."""
-DIFFUSION_METHODS = ("dreamfusion",)
-"""Methods guided by a diffusion model: they take a negative prompt, guidance scale and timestep range."""
-# DreamFusion's timestep range when only one end is set (engine/options.py DreamFusionOptions).
-T_RANGE_DEFAULT = (0.02, 0.98)
+# Everything about the methods (names, menus, presets, defaults) comes from the engine's method cards
+# (engine/methods/NAME/__init__.py); the functions below read them each time, so a method the engine
+# registers is in the add-on's lists.
 QUALITIES = ("draft", "standard", "high", "custom")
-MODEL_KEYS = ("clip", "clip_eval", "diffusion", "perceptual")
-FORMATS = ("npz", "glb")
+MODEL_KEYS = engine_spec.MODEL_ROLES
+FORMATS = engine_spec.EXPORT_FORMATS
 # Previews per job, whatever its length: often enough to watch, rare enough to be cheap.
 PREVIEW_IMAGES_PER_JOB = 20
 PREVIEW_MESHES_PER_JOB = 10
-# Orbit ranges, as the engine checks them (engine/spec.py OrbitConfig): (key in job.json
-# orbit, min setting, max setting, lowest, highest, whether `lowest` itself is excluded).
-# The radius must exceed 1.75 so the camera stays outside the object cube [-1,1]^3.
+# Orbit ranges as the panel's settings: (key in job.json orbit, min setting, max setting, lowest,
+# highest, whether `lowest` itself is excluded). The limits are the engine's (engine/spec.py OrbitConfig).
 ORBIT_RANGES = (
-    ("radius", "radius_min", "radius_max", 1.75, 1000.0, True),
+    ("radius", "radius_min", "radius_max", engine_spec.MIN_CAMERA_RADIUS, 1000.0, True),
     ("elevation_deg", "elevation_min", "elevation_max", -90.0, 90.0, False),
     ("azimuth_deg", "azimuth_min", "azimuth_max", -360.0, 360.0, False),
     ("fov_deg", "fov_min", "fov_max", 1.0, 150.0, False),
 )
-_DEVICE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+_DEVICE = re.compile(engine_spec.DEVICE_PATTERN)
+EXIT_CODES = engine_errors.EXIT_CODES
+"""`python -m engine run`'s exit codes (engine/errors.py)."""
+
+
+def method_names(input: str | None = None) -> tuple[str, ...]:
+    """The engine's methods in menu order; input "text" or "capture" keeps those that start from it."""
+    return tuple(name for name, c in engine_methods.CARDS.items() if input is None or c.input == input)
+
+
+def method_items(input: str) -> list[tuple[str, str, str]]:
+    """(name, title, summary) of the methods that start from `input`: a Blender enum's items."""
+    return [(c.name, c.title, c.summary) for c in engine_methods.CARDS.values() if c.input == input]
+
+
+def is_capture_method(method: str) -> bool:
+    return method in method_names("capture")
+
+
+def takes_prompt(method: str) -> bool:
+    """Whether the method reads a prompt (the object, or the style of a restyle)."""
+    card = engine_methods.CARDS.get(method)
+    return card is not None and card.takes_prompt
+
+
+def uses_diffusion(method: str) -> bool:
+    """Whether a method is guided by a diffusion model: it takes a negative prompt, guidance scale and timesteps."""
+    card = engine_methods.CARDS.get(method)
+    return card is not None and "diffusion" in card.roles
+
+
+def option_default(method: str, name: str) -> Any:
+    """The engine's default of job.json options.<name> for `method` (its options dataclass)."""
+    cls = engine_methods.CARDS[method].options
+    field_ = {f.name: f for f in dataclasses.fields(cls)}[name]
+    return field_.default if field_.default is not dataclasses.MISSING else field_.default_factory()
+
+
+def preset(method: str, quality: str) -> Quality | None:
+    """The method's quality preset (None for "custom"); SettingsError naming the method or preset."""
+    if method not in engine_methods.CARDS:
+        raise SettingsError("method", f"unknown method {method!r}; choose one of {', '.join(method_names())}")
+    if quality not in QUALITIES:
+        raise SettingsError("quality", f"unknown preset {quality!r}; choose one of {', '.join(QUALITIES)}")
+    p = engine_methods.CARDS[method].presets.get(quality)
+    if p is None:
+        return None
+    return Quality(p.steps, p.render_size, p.mesh_resolution, p.options.get("reconstruct_steps"))
 
 
 class SettingsError(ValueError):
@@ -114,7 +120,8 @@ class Settings:
     negative_prompt: str = ""
     """What the object should not look like (methods with diffusion guidance)."""
     method: str = "dream_fields"
-    """Method, a key of QUALITY: TEXT_METHODS make an object from the prompt, CAPTURE_METHODS from a capture."""
+    """Method, an engine method card's name: text methods make an object from the prompt, capture methods start
+    from a capture (method_names("text"), method_names("capture"))."""
     quality: str = "standard"
     """Preset for steps, render size and mesh resolution: draft, standard, high, or custom."""
     steps: int | None = None
@@ -166,7 +173,8 @@ class Settings:
     capture: str = ""
     """Capture methods: a capture folder with transforms.json, or the transforms file itself."""
     source_job: str = ""
-    """nerf_art: a finished reconstruct or dietnerf job folder to restyle instead of reconstructing."""
+    """Methods whose card names source methods (nerf_art): a finished job folder to start from (a
+    reconstruction to restyle) instead of reconstructing."""
     reconstruct_steps: int | None = None
     """nerf_art: reconstruction steps before the style steps; None = from the quality preset."""
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -186,24 +194,20 @@ def settings_from(values: Mapping[str, Any]) -> Settings:
 
 def resolved_quality(s: Settings) -> Quality:
     """Steps, render size and mesh resolution after applying the preset and overrides."""
-    if s.method not in QUALITY:
-        raise SettingsError("method", f"unknown method {s.method!r}; choose one of {', '.join(METHODS)}")
-    if s.quality not in QUALITIES:
-        raise SettingsError("quality", f"unknown preset {s.quality!r}; choose one of {', '.join(QUALITIES)}")
-    preset = QUALITY[s.method].get(s.quality)
+    base = preset(s.method, s.quality)
     values = {}
     for key in ("steps", "render_size", "mesh_resolution"):
         value = getattr(s, key)
-        if value is None and preset is None:
+        if value is None and base is None:
             raise SettingsError(key, "the custom quality needs steps, render_size and mesh_resolution")
-        values[key] = getattr(preset, key) if value is None else value
+        values[key] = getattr(base, key) if value is None else value
     # The preset's reconstruction applies unless the steps are given (as a setting or an
     # option) or a source job is the reconstruction.
     given_as_option = isinstance(s.options, Mapping) and "reconstruct_steps" in s.options
     if s.reconstruct_steps is not None:
         values["reconstruct_steps"] = s.reconstruct_steps
-    elif preset is not None and not s.source_job and not given_as_option:
-        values["reconstruct_steps"] = preset.reconstruct_steps
+    elif base is not None and not s.source_job and not given_as_option:
+        values["reconstruct_steps"] = base.reconstruct_steps
     return Quality(**values)
 
 
@@ -247,7 +251,30 @@ def build_job(s: Settings) -> dict:
     options = _options(s, q)
     if options:
         job["options"] = options
+    _engine_validates(job)
     return job
+
+
+# job.json keys -> the settings that write them, so the engine's verdict names what the user set.
+SETTING_OF_JOB_KEY = {
+    "render.size": "render_size", "render.samples_per_ray": "samples_per_ray", "export.resolution": "mesh_resolution",
+    "export.threshold": "threshold", "export.texture_size": "texture_size", "export.formats": "formats",
+    "orbit.radius": "radius_min", "orbit.elevation_deg": "elevation_min", "orbit.azimuth_deg": "azimuth_min",
+    "orbit.fov_deg": "fov_min", "inputs.capture": "capture", "inputs.source_job": "source_job",
+    "options.guidance_scale": "guidance_scale", "options.t_range": "t_range_min",
+    "options.reconstruct_steps": "reconstruct_steps",
+}
+
+
+def _engine_validates(job: dict) -> None:
+    """The engine's own parser (engine/spec.py) is the authority: whatever the checks above let through,
+    it refuses here, with its reason, under the setting's name (options.X for options passed through)."""
+    try:
+        engine_spec.parse_job(job)
+    except engine_errors.EngineError as exc:
+        key = exc.message.split(":", 1)[0]
+        reason = exc.message.split(":", 1)[1].strip() if ":" in exc.message else exc.message
+        raise SettingsError(SETTING_OF_JOB_KEY.get(key, key), reason) from None
 
 
 def job_title(job: Mapping[str, Any]) -> str:
@@ -264,21 +291,26 @@ def job_title(job: Mapping[str, Any]) -> str:
 def _check_prompt(s: Settings) -> None:
     if not isinstance(s.prompt, str):
         raise SettingsError("prompt", f"must be text (got {s.prompt!r})")
-    if s.method == "nerf_art" and not s.prompt.strip():
-        raise SettingsError("prompt", "is empty; describe the style, e.g. 'a bronze statue'")
-    if s.method in CAPTURE_METHODS and s.method != "nerf_art" and s.prompt.strip():
+    card = engine_methods.CARDS[s.method]
+    if card.takes_prompt and not s.prompt.strip():
+        what = "the style, e.g. 'a bronze statue'" if card.input == "capture" else "the object to generate"
+        raise SettingsError("prompt", f"is empty; describe {what}")
+    if not card.takes_prompt and s.prompt.strip():
+        restylers = [n for n in method_names("capture") if engine_methods.CARDS[n].takes_prompt]
         raise SettingsError("prompt", f"{s.method} fits the capture's photos and takes no prompt; "
-                            "nerf_art restyles with one")
-    if s.method in TEXT_METHODS and not s.prompt.strip():
-        raise SettingsError("prompt", "is empty; describe the object to generate")
+                            f"{' and '.join(restylers)} restyle{'s' if len(restylers) == 1 else ''} with one")
 
 
 def _inputs(s: Settings) -> dict:
     """inputs.capture (absolute) and inputs.source_job, checked to exist."""
-    if s.method not in CAPTURE_METHODS:
+    card = engine_methods.CARDS[s.method]
+    starters = [n for n, c in engine_methods.CARDS.items() if c.source_methods]
+    reconstructors = [n for n, c in engine_methods.CARDS.items()
+                      if "reconstruct_steps" in {f.name for f in dataclasses.fields(c.options)}]
+    if card.input != "capture":
         for key in ("capture", "source_job", "reconstruct_steps"):
             if getattr(s, key) not in ("", None):
-                raise SettingsError(key, f"{s.method} generates from text; only {', '.join(CAPTURE_METHODS)} "
+                raise SettingsError(key, f"{s.method} generates from text; only {', '.join(method_names('capture'))} "
                                     "take it")
         return {}
     if not isinstance(s.capture, str) or not s.capture.strip():
@@ -290,16 +322,18 @@ def _inputs(s: Settings) -> dict:
         raise SettingsError("capture", str(exc)) from exc
     inputs = {"capture": str(capture)}
     if s.source_job:
-        if s.method != "nerf_art":
-            raise SettingsError("source_job", f"only nerf_art restyles a finished job, not {s.method}")
+        if not card.source_methods:
+            raise SettingsError("source_job", f"only {' and '.join(starters)} start{'s' if len(starters) == 1 else ''}"
+                                f" from a finished job, not {s.method}")
         source = Path(s.source_job.strip()).expanduser().resolve()
         if not (source / "job.json").is_file():
             raise SettingsError("source_job", f"{source} is not a job folder (no job.json)")
         if s.reconstruct_steps is not None:
             raise SettingsError("reconstruct_steps", "the source job is the reconstruction; leave it unset")
         inputs["source_job"] = str(source)
-    if s.reconstruct_steps is not None and s.method != "nerf_art":
-        raise SettingsError("reconstruct_steps", f"only nerf_art reconstructs before restyling, not {s.method}")
+    if s.reconstruct_steps is not None and s.method not in reconstructors:
+        raise SettingsError("reconstruct_steps", f"only {' and '.join(reconstructors)} reconstruct"
+                            f"{'s' if len(reconstructors) == 1 else ''} before restyling, not {s.method}")
     return inputs
 
 
@@ -309,17 +343,19 @@ def _options(s: Settings, q: Quality) -> dict:
         raise SettingsError("options", f"must map option names to values (got {s.options!r})")
     named: dict[str, Any] = {}
     if s.guidance_scale is not None or s.t_range_min is not None or s.t_range_max is not None:
-        if s.method not in DIFFUSION_METHODS:
+        if not uses_diffusion(s.method):
             key = next(k for k in ("guidance_scale", "t_range_min", "t_range_max") if getattr(s, k) is not None)
-            raise SettingsError(key, f"only {', '.join(DIFFUSION_METHODS)} uses it (method is {s.method})")
+            users = [n for n in method_names() if uses_diffusion(n)]
+            raise SettingsError(key, f"only {', '.join(users)} uses it (method is {s.method})")
     if s.guidance_scale is not None:
         scale = _check_number("guidance_scale", s.guidance_scale)
         if scale < 0:
             raise SettingsError("guidance_scale", f"must be >= 0 (got {scale:g})")
         named["guidance_scale"] = scale
     if s.t_range_min is not None or s.t_range_max is not None:
-        lo = T_RANGE_DEFAULT[0] if s.t_range_min is None else _check_number("t_range_min", s.t_range_min)
-        hi = T_RANGE_DEFAULT[1] if s.t_range_max is None else _check_number("t_range_max", s.t_range_max)
+        default = option_default(s.method, "t_range")  # the end left unset keeps the engine's default
+        lo = default[0] if s.t_range_min is None else _check_number("t_range_min", s.t_range_min)
+        hi = default[1] if s.t_range_max is None else _check_number("t_range_max", s.t_range_max)
         for key, value in (("t_range_min", lo), ("t_range_max", hi)):
             if not 0 <= value < 1:
                 raise SettingsError(key, f"must be a fraction in [0, 1) (got {value:g})")

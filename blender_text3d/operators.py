@@ -1,18 +1,17 @@
 """Operators: generate, cancel, import a job folder, clear finished jobs; capture selected
 objects, import a capture's cameras, restyle a capture; and the preferences' set-up: check and
-install the engine, list and download models (background tasks).
+install the engine, list and download models (background tasks, held by setup.SETUP).
 
 No `from __future__ import annotations` here: Blender reads property annotations as objects.
 """
-import threading
-import time
 from pathlib import Path
 
 import bpy
 from bpy.props import BoolProperty, EnumProperty, IntProperty, StringProperty
 
-from . import api, captures, importer, jobspec, paths, props, runner, scene_capture, tasks
+from . import api, captures, importer, jobspec, paths, props, scene_capture, tasks
 from .jobs import MANAGER, redraw
+from .setup import SETUP
 
 
 def _override_props(names=jobspec.SETTING_NAMES) -> dict:
@@ -139,7 +138,7 @@ class TEXT3D_OT_restyle(bpy.types.Operator):
         s = context.scene.text3d
         method = overrides.pop("method", s.restyle_method)
         capture = overrides.pop("capture", bpy.path.abspath(s.capture_path) if s.capture_path else "")
-        prompt = overrides.pop("prompt", s.style_prompt if method == "nerf_art" else "")
+        prompt = overrides.pop("prompt", s.style_prompt if jobspec.takes_prompt(method) else "")
         return _submit(self, lambda: api.restyle(capture, prompt, method, wait=self.wait, **overrides))
 
 
@@ -262,95 +261,10 @@ class TEXT3D_OT_import_job(bpy.types.Operator):
         return {"FINISHED"}
 
 
-# The last `engine check` answer, shown in the preferences: {"ok", "report", "error"}.
-CHECK_RESULT: dict = {}
-# The preferences' background commands by key: "models", "install", "download:NAME".
-TASKS: dict[str, tasks.Task] = {}
-# The last model listing that succeeded, kept on screen while a refresh runs.
-MODEL_ROWS: list[dict] = []
-TASK_TICK_S = 0.5
-
-
-def _engine() -> tuple[str, str | None]:
-    """The engine Python and the folder on its path, as jobs get them."""
-    root = paths.checkout_engine_root()
-    return props.engine_python(props.preferences()), str(root) if root else None
-
-
-def _running(key: str) -> bool:
-    return key in TASKS and TASKS[key].status == "running"
-
-
-def start_check() -> None:
-    """`engine check` on a thread: importing torch takes seconds and the interface stays live."""
-    CHECK_RESULT.clear()
-    CHECK_RESULT["running"] = True
-    threading.Thread(target=_check, args=_engine(), daemon=True).start()
-    ensure_task_timer()
-
-
-def _check(python, root) -> None:
-    CHECK_RESULT.update(runner.check_engine(python, root), running=False)
-
-
-def refresh_models() -> None:
-    if not _running("models"):
-        TASKS["models"] = tasks.list_models(*_engine())
-        ensure_task_timer()
-
-
-def tick_tasks() -> bool:
-    """Poll the tasks and act on those that just ended; True if any did.
-
-    A listing replaces MODEL_ROWS; a finished download or install is followed by a fresh
-    listing, and an install also by a check of the engine it made.
-    """
-    ended = False
-    for key, task in list(TASKS.items()):
-        if not task.poll():
-            continue
-        ended = True
-        if task.status != "succeeded":
-            continue
-        if key == "models":
-            MODEL_ROWS[:] = task.result
-            continue
-        if key == "install":
-            start_check()
-        refresh_models()
-    return ended
-
-
-def tasks_busy() -> bool:
-    return any(t.status == "running" for t in TASKS.values()) or bool(CHECK_RESULT.get("running"))
-
-
-def drive_tasks(timeout: float | None = None) -> None:
-    """Tick until every task and the check have ended: the blocking path (timers never fire in
-    background Blender)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        tick_tasks()
-        if not tasks_busy() or (deadline is not None and time.monotonic() >= deadline):
-            return
-        time.sleep(0.05)
-
-
-def _task_timer():
-    tick_tasks()
-    redraw("PREFERENCES")
-    return TASK_TICK_S if tasks_busy() else None
-
-
-def ensure_task_timer() -> None:
-    if not bpy.app.timers.is_registered(_task_timer):
-        bpy.app.timers.register(_task_timer, first_interval=TASK_TICK_S)
-
-
 def _follow(op, task: tasks.Task, wait: bool) -> set:
     """Wait for the task (and what follows it) or leave it to the timer; report a failure."""
     if wait:
-        drive_tasks()
+        SETUP.drive()
     redraw("PREFERENCES")
     if task.status == "failed":
         op.report({"ERROR"}, f"Text3D: {task.error}")
@@ -367,9 +281,9 @@ class TEXT3D_OT_check_engine(bpy.types.Operator):
     wait: BoolProperty(name="Wait", options={"SKIP_SAVE"}, description="Block until the check ends")
 
     def execute(self, context):
-        start_check()
+        SETUP.start_check()
         if self.wait:
-            drive_tasks()
+            SETUP.drive()
         return {"FINISHED"}
 
 
@@ -392,15 +306,13 @@ class TEXT3D_OT_install_engine(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context):
-        if _running("install"):
+        if SETUP.running("install"):
             cls.poll_message_set("The engine is being installed")
             return False
         return _downloads_poll(cls)  # pip needs the network, which Blender's user may have forbidden
 
     def execute(self, context):
-        TASKS["install"] = tasks.install_engine(self.script or paths.engine_install_script())
-        ensure_task_timer()
-        return _follow(self, TASKS["install"], self.wait)
+        return _follow(self, SETUP.install(self.script or paths.engine_install_script()), self.wait)
 
 
 class TEXT3D_OT_refresh_models(bpy.types.Operator):
@@ -412,8 +324,7 @@ class TEXT3D_OT_refresh_models(bpy.types.Operator):
     wait: BoolProperty(name="Wait", options={"SKIP_SAVE"}, description="Block until the list arrives")
 
     def execute(self, context):
-        refresh_models()
-        return _follow(self, TASKS["models"], self.wait)
+        return _follow(self, SETUP.refresh_models(), self.wait)
 
 
 class TEXT3D_OT_download_model(bpy.types.Operator):
@@ -430,17 +341,13 @@ class TEXT3D_OT_download_model(bpy.types.Operator):
         return _downloads_poll(cls)
 
     def execute(self, context):
-        key = f"download:{self.name}"
         if not self.name.strip():
             self.report({"ERROR"}, "Text3D: no model name given")
             return {"CANCELLED"}
-        if _running(key):
+        if SETUP.running(f"download:{self.name}"):
             self.report({"WARNING"}, f"Text3D: {self.name} is already being downloaded")
             return {"CANCELLED"}
-        python, root = _engine()
-        TASKS[key] = tasks.download_model(python, self.name, root)
-        ensure_task_timer()
-        return _follow(self, TASKS[key], self.wait)
+        return _follow(self, SETUP.download(self.name), self.wait)
 
 
 class TEXT3D_OT_cancel_task(bpy.types.Operator):
@@ -452,21 +359,11 @@ class TEXT3D_OT_cancel_task(bpy.types.Operator):
     task: StringProperty(name="Task", description="install, or download:NAME", options={"SKIP_SAVE"})
 
     def execute(self, context):
-        if not _running(self.task):
+        if not SETUP.cancel(self.task):
             self.report({"WARNING"}, f"Text3D: {self.task!r} is not running")
             return {"CANCELLED"}
-        TASKS[self.task].cancel()
         redraw("PREFERENCES")
         return {"FINISHED"}
-
-
-def stop_tasks() -> None:
-    """Stop the background tasks and forget them: their processes must not outlive the add-on."""
-    if bpy.app.timers.is_registered(_task_timer):
-        bpy.app.timers.unregister(_task_timer)
-    tasks.stop_all()
-    TASKS.clear()
-    MODEL_ROWS.clear()
 
 
 class TEXT3D_OT_clear_finished(bpy.types.Operator):

@@ -1,4 +1,7 @@
-"""Panel settings (Scene.text3d) and add-on preferences, and their mapping to jobspec.Settings.
+"""Panel settings (Scene.text3d), the add-on preferences' values, and their mapping to jobspec.Settings.
+
+The preferences class is preferences.py's, which draws through ui; the functions here take the
+preferences as an argument, so neither this module nor ui imports it.
 
 No `from __future__ import annotations` here: Blender reads property annotations as objects.
 """
@@ -9,26 +12,14 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, St
 
 from . import jobspec, paths
 
-METHOD_ITEMS = [
-    ("dream_fields", "Dream Fields", "Text to NeRF, guided by CLIP similarity of the renders"),
-    ("dreamfusion", "DreamFusion", "Text to NeRF by score distillation through Stable Diffusion"),
-]
-RESTYLE_METHOD_ITEMS = [
-    ("nerf_art", "Restyle", "NeRF-Art: reconstruct the capture, then restyle it to match the style prompt"),
-    ("reconstruct", "Reconstruct", "Fit a textured mesh to the capture's photos"),
-    ("dietnerf", "DietNeRF", "Reconstruct from few views (under 10), kept plausible by CLIP"),
-]
+# The methods, their names and tooltips come from the engine's method cards (engine/methods/).
+METHOD_ITEMS = jobspec.method_items("text")
+RESTYLE_METHOD_ITEMS = jobspec.method_items("capture")
 QUALITY_ITEMS = [
     ("draft", "Draft", "Few steps, small renders: a quick look"),
     ("standard", "Standard", "A usable object"),
     ("high", "High", "The papers' full schedules; slow"),
     ("custom", "Custom", "Set steps, render size and mesh resolution yourself"),
-]
-DEVICE_ITEMS = [
-    ("auto", "Auto", "The first GPU if there is one, else the CPU"),
-    ("cpu", "CPU", "Always the CPU (slow; for tiny models and tests)"),
-    ("cuda", "CUDA", "The first NVIDIA GPU"),
-    ("mps", "Metal", "The Apple GPU"),
 ]
 # The panel's orbit, used once Custom Orbit is on, starts at Dream Fields' camera, the
 # engine's default for it (engine/options.py): radius 4, elevation 30, full turn, FOV 33.
@@ -36,7 +27,13 @@ ORBIT_DEFAULTS = {"radius_min": 4.0, "radius_max": 4.0, "elevation_min": 30.0, "
                   "azimuth_min": 0.0, "azimuth_max": 360.0, "fov_min": 33.0, "fov_max": 33.0}
 ORBIT_KEYS = tuple(ORBIT_DEFAULTS)
 QUALITY_KEYS = ("steps", "render_size", "mesh_resolution")
-_standard = jobspec.QUALITY["dream_fields"]["standard"]
+DEFAULT_METHOD, DEFAULT_RESTYLE_METHOD = "dream_fields", "nerf_art"
+_standard = jobspec.preset(DEFAULT_METHOD, "standard")
+
+
+def _dreamfusion_default(option: str):
+    """DreamFusion's default of an option its widgets start at (the engine's DreamFusionOptions)."""
+    return jobspec.option_default("dreamfusion", option)
 
 
 class Text3DSettings(bpy.types.PropertyGroup):
@@ -45,7 +42,7 @@ class Text3DSettings(bpy.types.PropertyGroup):
     prompt: StringProperty(name="Prompt", description="The text the object should match")
     negative_prompt: StringProperty(name="Negative Prompt",
                                     description="What the object should not look like (DreamFusion)")
-    method: EnumProperty(name="Method", items=METHOD_ITEMS, default="dream_fields",
+    method: EnumProperty(name="Method", items=METHOD_ITEMS, default=DEFAULT_METHOD,
                          description="Text-to-3D method")
     quality: EnumProperty(name="Quality", items=QUALITY_ITEMS, default="standard",
                           description="Preset for steps, render size and mesh resolution")
@@ -78,17 +75,18 @@ class Text3DSettings(bpy.types.PropertyGroup):
                            default=ORBIT_DEFAULTS["fov_max"], min=1.0, max=150.0)
     texture_size: IntProperty(name="Texture Size", description="Baked albedo texture in pixels; "
                               "0 = vertex colours only", default=0, min=0, max=8192)
-    guidance_scale: FloatProperty(name="Guidance Scale", default=100.0, min=0.0, soft_max=200.0,
+    guidance_scale: FloatProperty(name="Guidance Scale", default=_dreamfusion_default("guidance_scale"), min=0.0,
+                                  soft_max=200.0,
                                   description="Classifier-free guidance scale (DreamFusion): the paper's 100; "
                                   "7.5, as for images, gives blobs")
-    t_range_min: FloatProperty(name="Timestep Min", default=jobspec.T_RANGE_DEFAULT[0], min=0.0, max=0.999,
+    t_range_min: FloatProperty(name="Timestep Min", default=_dreamfusion_default("t_range")[0], min=0.0, max=0.999,
                                description="Smallest diffusion timestep, a fraction of the scheduler's (DreamFusion)")
-    t_range_max: FloatProperty(name="Timestep Max", default=jobspec.T_RANGE_DEFAULT[1], min=0.0, max=0.999,
+    t_range_max: FloatProperty(name="Timestep Max", default=_dreamfusion_default("t_range")[1], min=0.0, max=0.999,
                                description="Largest diffusion timestep, a fraction of the scheduler's (DreamFusion)")
     capture_path: StringProperty(name="Capture", subtype="DIR_PATH",
                                  description="Capture folder with transforms.json (Capture Selected or "
                                  "Import Capture fill it in)")
-    restyle_method: EnumProperty(name="Method", items=RESTYLE_METHOD_ITEMS, default="nerf_art",
+    restyle_method: EnumProperty(name="Method", items=RESTYLE_METHOD_ITEMS, default=DEFAULT_RESTYLE_METHOD,
                                  description="What to do with the capture")
     style_prompt: StringProperty(name="Style", description="The style the restyled object should have")
     restyle_quality: EnumProperty(name="Quality", items=QUALITY_ITEMS[:3], default="standard",
@@ -103,7 +101,7 @@ def panel_settings(s: Text3DSettings) -> dict:
         values.update({k: getattr(s, k) for k in QUALITY_KEYS})
     if s.custom_orbit:
         values.update({k: getattr(s, k) for k in ORBIT_KEYS})
-    if s.method in jobspec.DIFFUSION_METHODS:
+    if jobspec.uses_diffusion(s.method):
         # Left to the engine's defaults until the user sets them; the range goes as a pair,
         # since the panel shows both ends.
         if s.is_property_set("guidance_scale"):
@@ -119,7 +117,7 @@ def restyle_settings(s: Text3DSettings) -> dict:
     """The jobspec settings of the panel's Restyle section."""
     return {"capture": bpy.path.abspath(s.capture_path) if s.capture_path else "",
             "method": s.restyle_method, "quality": s.restyle_quality,
-            "prompt": s.style_prompt if s.restyle_method == "nerf_art" else "",  # hidden otherwise
+            "prompt": s.style_prompt if jobspec.takes_prompt(s.restyle_method) else "",  # hidden otherwise
             **{k: getattr(s, k) for k in ("seed", "live_preview", "texture_size")}}
 
 
@@ -128,50 +126,20 @@ def _float32(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-class Text3DPreferences(bpy.types.AddonPreferences):
-    """Where the engine is and what it may use."""
-
-    bl_idname = __package__
-
-    engine_python: StringProperty(name="Engine Python", subtype="FILE_PATH",
-                                  description="Interpreter of the engine's environment; empty = "
-                                  "the one install/ creates")
-    device: EnumProperty(name="Device", items=DEVICE_ITEMS, default="auto",
-                         description="Where the engine runs")
-    clip_model: StringProperty(name="CLIP Model", description="Hub id (e.g. ViT-B-16/openai) or local "
-                               "folder; empty = the engine's default")
-    diffusion_model: StringProperty(name="Diffusion Model", description="Hub id (e.g. sd2-community/"
-                                    "stable-diffusion-2-1-base) or local folder; empty = the engine's default")
-    perceptual_model: StringProperty(name="Perceptual Model", description="VGG of NeRF-Art's perceptual loss: "
-                                     "hub id or local folder; empty = the engine's default")
-    downloads: EnumProperty(name="Downloads", default="FOLLOW", description="Whether the engine may "
-                            "download missing models, and Install Engine use the package registry", items=[
-                                ("FOLLOW", "Follow Blender", "Allowed when Blender's Allow Online Access is on"),
-                                ("ALLOW", "Allow", "The engine may download missing models"),
-                                ("NEVER", "Never", "Missing models are an error with a hint")])
-    jobs_dir: StringProperty(name="Jobs Folder", subtype="DIR_PATH",
-                             description="Where job folders go; empty = the extension's user folder")
-
-    def draw(self, context):
-        from . import ui  # ui imports this module: a top-level import would be circular
-
-        ui.draw_preferences(self, self.layout)
-
-
-def preferences() -> Text3DPreferences | None:
+def preferences() -> bpy.types.AddonPreferences | None:
     """The add-on's preferences, None when it is registered without being enabled."""
     addon = bpy.context.preferences.addons.get(__package__)
     return addon.preferences if addon else None
 
 
-def engine_python(prefs: Text3DPreferences | None) -> str:
+def engine_python(prefs: bpy.types.AddonPreferences | None) -> str:
     """The configured engine Python, else the one install/ creates."""
     if prefs and prefs.engine_python:
         return bpy.path.abspath(prefs.engine_python)
     return str(paths.default_engine_python())
 
 
-def jobs_dir(prefs: Text3DPreferences | None) -> Path:
+def jobs_dir(prefs: bpy.types.AddonPreferences | None) -> Path:
     """The configured jobs folder, else one in the extension's user folder (or TEXT3D_HOME)."""
     if prefs and prefs.jobs_dir:
         return Path(bpy.path.abspath(prefs.jobs_dir))
@@ -181,7 +149,7 @@ def jobs_dir(prefs: Text3DPreferences | None) -> Path:
         return paths.text3d_home() / "jobs"
 
 
-def preference_settings(prefs: Text3DPreferences | None) -> dict:
+def preference_settings(prefs: bpy.types.AddonPreferences | None) -> dict:
     """The jobspec settings that come from the preferences."""
     allow = not downloads_refusal(prefs)
     if prefs is None:
@@ -191,7 +159,7 @@ def preference_settings(prefs: Text3DPreferences | None) -> dict:
             "allow_downloads": allow}
 
 
-def downloads_refusal(prefs: Text3DPreferences | None) -> str:
+def downloads_refusal(prefs: bpy.types.AddonPreferences | None) -> str:
     """Why the engine may not download models, with how to allow it; '' when it may."""
     mode = prefs.downloads if prefs else "FOLLOW"
     if mode == "NEVER":
@@ -202,7 +170,7 @@ def downloads_refusal(prefs: Text3DPreferences | None) -> str:
     return ""
 
 
-classes = (Text3DSettings, Text3DPreferences)
+classes = (Text3DSettings,)
 
 
 def register():

@@ -1,4 +1,4 @@
-"""Run one engine job as a subprocess and follow its JSON-lines events (DESIGN.md).
+"""Run one engine job as a subprocess and follow its JSON-lines events (docs/ARCHITECTURE.md).
 
 No bpy and no torch: plain pytest covers it. The engine is started without a shell,
 in its own process group, with Blender's Python variables removed from its
@@ -23,11 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .engine_rules import errors as engine_errors
+
 FINAL_STATUSES = ("succeeded", "cancelled", "failed")
-# Exit codes of `python -m engine run`, for engines that die before saying why.
-EXIT_KINDS = {1: "internal", 2: "invalid_job", 3: "model_missing", 4: "out_of_memory",
-              5: "diverged", 6: "capture_invalid", 7: "empty_surface"}
-EXIT_CANCELLED = 8
+# Exit codes of `python -m engine run` (engine/errors.py), for engines that die before saying why.
+EXIT_KINDS = {code: kind for kind, code in engine_errors.EXIT_CODES.items() if kind not in ("succeeded", "cancelled")}
+EXIT_CANCELLED = engine_errors.EXIT_CODES["cancelled"]
 # Blender sets these for its own bundled Python; the engine venv must not inherit them.
 _PYTHON_LEFTOVERS = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONNOUSERSITE",
                      "PYTHONSAFEPATH", "PYTHONUSERBASE", "PYTHONEXECUTABLE", "VIRTUAL_ENV",

@@ -1,5 +1,5 @@
 """Set-up commands the preferences run in the background: list models, download one,
-install the engine environment.
+install the engine environment; and SetupTasks, which holds them for the preferences.
 
 No bpy: plain pytest covers it. Like runner.EngineRun, each command starts without a
 shell, in its own process group, with runner.child_env(); threads read its output, and
@@ -19,7 +19,7 @@ import weakref
 from pathlib import Path
 from typing import Callable
 
-from .runner import FINAL_STATUSES, child_env, engine_command, session_kwargs, signal_group
+from .runner import FINAL_STATUSES, check_engine, child_env, engine_command, session_kwargs, signal_group
 
 HINT_TERMINAL = "or run `python3 install/text3d.py engine` in a terminal (see README.md)"
 
@@ -199,6 +199,128 @@ def install_engine(script: str | Path | None, python: str | None = None) -> Task
     except ValueError as exc:
         return Task([""]).fail(str(exc))
     return Task([python, script, "engine"], env=child_env()).start()
+
+
+class SetupTasks:
+    """The preferences' set-up work, as jobs.JobManager is the panel's jobs: `engine check` on a
+    thread, the background tasks by key ("models", "install", "download:NAME"), and what the
+    preferences show of them.
+
+    No bpy: the add-on passes `engine`, () -> (engine Python, folder for its path), asked
+    each time something starts, so it follows the preferences; and `on_start`, called after
+    each start (the add-on's timer, which calls tick() until nothing is busy).
+    """
+
+    def __init__(self, engine: Callable[[], tuple[str, str | None]],
+                 on_start: Callable[[], None] | None = None) -> None:
+        self.engine = engine
+        self.on_start = on_start
+        self.tasks: dict[str, Task] = {}
+        """Latest task by key, ended ones included (the preferences show how they ended)."""
+        self.check: dict = {}
+        """The last `engine check` answer, {"ok", "report", "error"}; {"running": True} while it runs."""
+        self.model_rows: list[dict] = []
+        """The last model listing that succeeded (parse_model_list's rows), kept while a refresh runs."""
+
+    def running(self, key: str) -> bool:
+        task = self.tasks.get(key)
+        return task is not None and task.status == "running"
+
+    @property
+    def busy(self) -> bool:
+        """Whether a task or the check is still running."""
+        return any(t.status == "running" for t in self.tasks.values()) or bool(self.check.get("running"))
+
+    def start(self, key: str, make: Callable[[], Task]) -> Task:
+        """The running task under key, else a new one from make() (replacing an ended one)."""
+        if not self.running(key):
+            self.tasks[key] = make()
+            self._started()
+        return self.tasks[key]
+
+    def refresh_models(self) -> Task:
+        """`models list --json`; once it succeeds its rows replace model_rows."""
+        return self.start("models", lambda: list_models(*self.engine()))
+
+    def download(self, name: str) -> Task:
+        """`models download NAME` under "download:NAME"; the model list follows once it succeeded."""
+        def make() -> Task:
+            python, root = self.engine()
+            return download_model(python, name, root)
+        return self.start(f"download:{name}", make)
+
+    def install(self, script: str | Path | None) -> Task:
+        """The engine installer under "install"; a check of the new engine and the model list follow."""
+        return self.start("install", lambda: install_engine(script))
+
+    def start_check(self) -> dict:
+        """`engine check` on a thread, since importing torch takes seconds; returns the new `check`.
+
+        Its answer goes into that dict only: one a clear() or a later check replaced is dropped.
+        """
+        result = self.check = {"running": True}
+        threading.Thread(target=self._check, args=(result, *self.engine()), daemon=True,
+                         name="text3d-check").start()
+        self._started()
+        return result
+
+    @staticmethod
+    def _check(result: dict, python: str, root: str | None) -> None:
+        result.update(check_engine(python, root), running=False)
+
+    def cancel(self, key: str) -> bool:
+        """Stop the task under key; False if none runs there."""
+        if not self.running(key):
+            return False
+        self.tasks[key].cancel()
+        return True
+
+    def tick(self) -> bool:
+        """Poll the tasks and act on those that just ended; True if any did. Never blocks.
+
+        A listing replaces model_rows; a finished download or installation is followed by a
+        fresh listing, an installation also by a check of the engine it made.
+        """
+        ended = False
+        for key, task in list(self.tasks.items()):
+            if not task.poll():
+                continue
+            ended = True
+            if task.status != "succeeded":
+                continue
+            if key == "models":
+                self.model_rows[:] = task.result
+                continue
+            if key == "install":
+                self.start_check()
+            self.refresh_models()
+        return ended
+
+    def drive(self, timeout: float | None = None, interval: float = 0.05) -> bool:
+        """Tick until nothing is busy, what follows an ended task included, or timeout passes:
+        the blocking path (timers never fire in background Blender). True if nothing is busy."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.tick()
+            if not self.busy or (deadline is not None and time.monotonic() >= deadline):
+                return not self.busy
+            time.sleep(interval)
+
+    def clear(self) -> None:
+        """Stop the running tasks (each at most its kill grace) and forget tasks, rows and check:
+        their processes must not outlive the add-on."""
+        running = [t for t in self.tasks.values() if t.status == "running"]
+        for task in running:  # all at once, then wait: their graces run together
+            task.cancel()
+        for task in running:
+            task.wait(timeout=task.kill_grace_s + 2.0)
+        self.tasks.clear()
+        self.model_rows.clear()
+        self.check = {}
+
+    def _started(self) -> None:
+        if self.on_start is not None:
+            self.on_start()
 
 
 # Commands still running when the host exits are stopped, like the engine runs in runner.

@@ -1,4 +1,7 @@
-"""The sidebar panel (3D Viewport > Sidebar > Text3D) and the preferences; draws only."""
+"""The sidebar panel (3D Viewport > Sidebar > Text3D) and the preferences; draws only.
+
+The jobs come from jobs.MANAGER, the set-up tasks from setup.SETUP.
+"""
 from __future__ import annotations
 
 import textwrap
@@ -7,7 +10,7 @@ import bpy
 
 from . import api, captures, jobspec, paths, props
 from .jobs import MANAGER
-from .operators import CHECK_RESULT, MODEL_ROWS, TASKS
+from .setup import SETUP
 
 STATUS_ICONS = {"queued": "SORTTIME", "running": "PLAY", "succeeded": "CHECKMARK",
                 "failed": "ERROR", "cancelled": "CANCEL"}
@@ -40,7 +43,7 @@ class VIEW3D_PT_text3d(Text3DPanel, bpy.types.Panel):
         s = context.scene.text3d
         layout = self.layout
         layout.prop(s, "prompt", text="")
-        diffusion = s.method in jobspec.DIFFUSION_METHODS
+        diffusion = jobspec.uses_diffusion(s.method)
         if diffusion:
             layout.prop(s, "negative_prompt", text="Not")
         col = layout.column(align=True)
@@ -56,7 +59,7 @@ class VIEW3D_PT_text3d(Text3DPanel, bpy.types.Panel):
             col.prop(s, "steps")
             col.prop(s, "render_size")
         else:
-            q = jobspec.QUALITY[s.method][s.quality]
+            q = jobspec.preset(s.method, s.quality)
             layout.label(text=f"{q.steps} steps, {q.render_size} px renders, mesh {q.mesh_resolution}")
         row = layout.row()
         row.prop(s, "seed")
@@ -104,7 +107,7 @@ class VIEW3D_PT_text3d_export(Text3DPanel, bpy.types.Panel):
         if s.quality == "custom":
             row.prop(s, "mesh_resolution")
         else:
-            row.label(text=f"Mesh Resolution: {jobspec.QUALITY[s.method][s.quality].mesh_resolution} (preset)")
+            row.label(text=f"Mesh Resolution: {jobspec.preset(s.method, s.quality).mesh_resolution} (preset)")
         layout.prop(s, "texture_size")
 
 
@@ -125,10 +128,10 @@ class VIEW3D_PT_text3d_restyle(Text3DPanel, bpy.types.Panel):
         layout.prop(s, "restyle_method", text="")
         if isinstance(views, int) and captures.suggested_method(views) not in (None, s.restyle_method):
             _wrapped(layout, f"Only {views} views: DietNeRF is made for fewer than {captures.FEW_VIEWS}", icon="INFO")
-        if s.restyle_method == "nerf_art":
+        if jobspec.takes_prompt(s.restyle_method):
             layout.prop(s, "style_prompt", text="")
         layout.prop(s, "restyle_quality", text="")
-        q = jobspec.QUALITY[s.restyle_method][s.restyle_quality]
+        q = jobspec.preset(s.restyle_method, s.restyle_quality)
         steps = f"{q.reconstruct_steps} + {q.steps} style steps" if q.reconstruct_steps else f"{q.steps} steps"
         layout.label(text=f"{steps}, {q.render_size} px, mesh {q.mesh_resolution}")
         try:
@@ -137,7 +140,7 @@ class VIEW3D_PT_text3d_restyle(Text3DPanel, bpy.types.Panel):
             _wrapped(layout.box(), str(exc), icon="ERROR")
         row = layout.row()
         row.scale_y = 1.5
-        label = "Restyle" if s.restyle_method == "nerf_art" else "Reconstruct"
+        label = "Restyle" if jobspec.takes_prompt(s.restyle_method) else "Reconstruct"
         row.operator("text3d.restyle", text=label, icon="PLAY")
 
 
@@ -229,21 +232,22 @@ def draw_preferences(prefs, layout) -> None:
     row = layout.row()
     row.operator("text3d.check_engine", icon="CHECKMARK")
     row.operator("text3d.install_engine", icon="IMPORT")
-    install = TASKS.get("install")
+    install = SETUP.tasks.get("install")
     if install is not None:
         box = layout.box()
         _draw_task(box, "install", install, "Installing the engine")
         if install.status == "succeeded" and prefs.engine_python:
             _wrapped(box, "Clear Engine Python above to use the installed engine", icon="INFO")
-    if CHECK_RESULT.get("running"):
+    check = SETUP.check
+    if check.get("running"):
         row.label(text="Checking...")
-    elif CHECK_RESULT:
+    elif check:
         box = layout.box()
-        box.label(text="Engine ready" if CHECK_RESULT["ok"] else "Engine not usable",
-                  icon="CHECKMARK" if CHECK_RESULT["ok"] else "ERROR")
-        if CHECK_RESULT.get("error"):
-            _wrapped(box, CHECK_RESULT["error"])
-        for line in _report_lines(CHECK_RESULT.get("report") or {}):
+        box.label(text="Engine ready" if check["ok"] else "Engine not usable",
+                  icon="CHECKMARK" if check["ok"] else "ERROR")
+        if check.get("error"):
+            _wrapped(box, check["error"])
+        for line in _report_lines(check.get("report") or {}):
             _wrapped(box, line)
     _draw_models(prefs, layout.box())
 
@@ -269,7 +273,7 @@ def _draw_models(prefs, layout) -> None:
     row = layout.row()
     row.label(text="Models")
     row.operator("text3d.refresh_models", icon="FILE_REFRESH")
-    listing = TASKS.get("models")
+    listing = SETUP.tasks.get("models")
     if listing is None:
         layout.label(text="Refresh asks the engine which models it uses and which are here")
     elif listing.status == "running":
@@ -278,14 +282,14 @@ def _draw_models(prefs, layout) -> None:
         _wrapped(layout, f"Listing failed: {listing.error}", icon="ERROR")
         _wrapped(layout, "Set Engine Python or press Install Engine, then Refresh", icon="INFO")
     refusal = props.downloads_refusal(prefs)
-    for model in MODEL_ROWS:
+    for model in SETUP.model_rows:
         box = layout.box()
         row = box.row()
         role = model["role"] if model["default"] else f"{model['role']}, alternative"
         row.label(text=f"{model['name']} ({role})", icon="CHECKMARK" if model["available"] else "IMPORT")
         size = f"{model['size_mb'] / 1000:.1f} GB" if isinstance(model["size_mb"], (int, float)) else "size ?"
         key = f"download:{model['name']}"
-        task = TASKS.get(key)
+        task = SETUP.tasks.get(key)
         if model["available"]:
             row.label(text=f"{size}, present")
         elif task is not None and task.status in ("running", "succeeded"):
@@ -294,7 +298,7 @@ def _draw_models(prefs, layout) -> None:
             row.operator("text3d.download_model", text=f"Download {size}", icon="IMPORT").name = model["name"]
             if task is not None:
                 _draw_task(box, key, task, "Download")
-    if refusal and any(not m["available"] for m in MODEL_ROWS):
+    if refusal and any(not m["available"] for m in SETUP.model_rows):
         _wrapped(layout, refusal, icon="INFO")
 
 

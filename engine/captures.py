@@ -6,7 +6,8 @@ A capture is a folder with `transforms.json` in the nerfstudio / instant-ngp lay
 (`transforms_train.json` with `transforms_test.json` beside it, file paths without an
 extension). Camera matrices are camera-to-world, looking down -Z with +Y up (Blender's and
 NeRF's convention). Everything wrong with a capture is a `capture_invalid` error naming the
-file, the frame and the key.
+file, the frame and the key. read_cameras is the one reader of these files: load_capture adds
+the images to it, `engine render --cameras` uses it without any.
 
 The engine works in the object cube [-1,1]^3; a capture lives anywhere in its world. An
 ObjectFrame (world = object * scale + offset, no rotation) maps one onto the other; results
@@ -16,7 +17,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +94,74 @@ class Capture:
     def split(self, test: bool) -> torch.Tensor:
         """Indices (K,) of the test frames (test=True) or of the training frames."""
         return torch.nonzero(self.test == test).flatten()
+
+
+@dataclass(frozen=True, eq=False)
+class FrameCamera:
+    """One frame's camera as its transforms file gives it, checked; per-frame values override the file's.
+
+    Intrinsics are kept as written: either fl_x, fl_y (pixels) or camera_angle_x (and _y), and
+    cx, cy (pixels, None: the centre), all for a width x height image. intrinsics() resolves them
+    at that size.
+    """
+
+    c2w: np.ndarray
+    """(4,4) float64 camera-to-world in the capture's world (looking down -Z, +Y up); last row [0, 0, 0, 1]."""
+    name: str
+    """The file_path's stem, or frame_NNN (index in its file) for a cameras-only frame without file_path."""
+    where: str
+    """"transforms.json: frames[3]", for messages."""
+    test: bool
+    """From a NeRF-synthetic transforms_test.json (held out)."""
+    file_path: str | None
+    image: Path | None
+    """The frame's image file when read with images, else None (images are not looked at)."""
+    width: int | None
+    height: int | None
+    """Pixels: the image's size when read with images, else the file's w and h; None where the file
+    does not say (a cameras-only file: the caller decides, e.g. `engine render` takes --size, else
+    4x the job's render size, and makes the image square unless h is known)."""
+    fl_x: float | None
+    fl_y: float | None
+    """Focal lengths in pixels (fl_y defaults to fl_x); None when the file gives angles instead."""
+    angle_x: float | None
+    angle_y: float | None
+    """camera_angle_x, camera_angle_y (radians), used only without fl_x (None with it); focal
+    lengths follow from them and the size: fx = 0.5 w / tan(angle_x / 2), fy from angle_y or = fx."""
+    cx: float | None
+    cy: float | None
+    """Principal point in pixels from the top left; None: the image's centre."""
+    distorted: bool
+    """Some lens distortion coefficient (DISTORTION_KEYS) is not 0: the images are used as if undistorted."""
+
+    def intrinsics(self) -> tuple[float, float, float, float]:
+        """fx, fy, cx, cy in pixels of the width x height image (the size must be known)."""
+        if self.width is None or self.height is None:
+            raise ValueError(f"{self.where}: the image size is unknown")
+        w, h = self.width, self.height
+        if self.fl_x is not None:
+            fx, fy = self.fl_x, self.fl_y
+        else:
+            fx = _focal(w, self.angle_x)
+            fy = _focal(h, self.angle_y) if self.angle_y is not None else fx
+        return fx, fy, (self.cx if self.cx is not None else w / 2), (self.cy if self.cy is not None else h / 2)
+
+
+@dataclass
+class Cameras:
+    """Every frame's camera of a capture or transforms file (read_cameras), in the file's world."""
+
+    frames: list[FrameCamera]
+    """Training frames first, then those of a NeRF-synthetic transforms_test.json."""
+    source: Path
+    """The transforms file read first (the train file for the NeRF-synthetic layout)."""
+    bounds: np.ndarray | None
+    """The source's text3d_bounds [[min xyz], [max xyz]] (world), or None."""
+
+    @property
+    def c2w(self) -> torch.Tensor:
+        """(N,4,4) float32 camera-to-world in the file's world."""
+        return torch.from_numpy(np.stack([f.c2w for f in self.frames])).float()
 
 
 def capture_invalid(message: str, hint: str) -> EngineError:
@@ -192,15 +262,62 @@ def _resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
     return torch.cat([torch.where(t[3:] > 0, rgb, torch.zeros_like(rgb)), t[3:]]).permute(1, 2, 0).numpy()
 
 
-def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int = 0) -> Capture:
-    """Read, check and normalise a capture. Raises EngineError("capture_invalid") naming what is wrong.
+def _focal(size: int, angle: float) -> float:
+    """Pixels of focal length for `size` pixels across an angle of view (radians); inf for a zero angle."""
+    t = math.tan(0.5 * angle)
+    return 0.5 * size / t if t else math.inf
 
-    max_image_size: longest side after loading (larger images are downsampled, intrinsics follow).
-    holdout_every: also hold out every k-th training frame as a test view (0 = none).
+
+def _number(value, where: str, key: str) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise capture_invalid(f"{where}: {key} is not a number (got {str(value)[:80]})",
+                              f"write {key} as a number") from None
+
+
+def _pixels(value, where: str, key: str) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise capture_invalid(f"{where}: {key} is not a number of pixels (got {str(value)[:80]})",
+                              "w and h are the image's width and height in pixels") from None
+
+
+def _image_size(path: Path, where: str) -> tuple[int, int]:
+    """(H, W) of an image from its header."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except (OSError, ValueError) as e:
+        raise capture_invalid(f"{where}: cannot read image {path} ({e})", "re-export the image as PNG or JPEG") from None
+    return h, w
+
+
+def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = True,
+                 open_image: Callable[[Path, str], tuple[int, int]] | None = None) -> Cameras:
+    """Read and check every frame's camera of a capture or transforms file: the one reader of transforms.json.
+
+    Raises EngineError("capture_invalid") naming the file, the frame and the key: missing or
+    unreadable file, no frames, a camera model other than pinhole (OPENCV's distortion is only
+    flagged), a transform_matrix that is not a rigid camera-to-world matrix (3x4 is completed),
+    missing or impossible intrinsics, bad text3d_bounds.
+
+    need_images: every frame needs file_path and an existing image, all of one size; the images
+    give width and height (the file's w, h must agree). open_image(path, where) -> (H, W) reads
+    each image, in frame order (default: its header only; load_capture's keeps the pixels).
+    Without need_images, images are not looked at (file_path is optional): width and height are
+    the file's w and h, None where it has none, and intrinsics are checked as far as they can be
+    without a size.
+    test_file: also read the transforms_test.json beside a NeRF-synthetic transforms_train.json
+    (as held-out frames); False reads only the file `path` names (or the folder's first file).
     """
-    folder, files = find_transforms(path)
+    _, files = find_transforms(path)
+    if not test_file:
+        files = files[:1]
     source = files[0][0]
-    warnings: list[str] = []
     records, bounds = [], None
     for file, is_test in files:
         data = _read_json(file)
@@ -219,58 +336,107 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
                 raise capture_invalid(f"{where} is not an object", "each frame needs file_path and transform_matrix")
             records.append((file, is_test, i, where, data, frame))
 
-    images, c2ws, intr, names, tests = [], [], [], [], []
+    cameras = []
     shape = None
-    distorted = []
     for file, is_test, i, where, data, frame in records:
         def get(key, default=None):  # per-frame values override the file's
             return frame.get(key, data.get(key, default))
 
         file_path = frame.get("file_path")
         if not isinstance(file_path, str) or not file_path:
-            raise capture_invalid(f"{where} has no file_path", "each frame needs the path of its image")
+            if need_images:
+                raise capture_invalid(f"{where} has no file_path", "each frame needs the path of its image")
+            file_path = None
         if "transform_matrix" not in frame:
             raise capture_invalid(f"{where} has no transform_matrix", "each frame needs a camera-to-world matrix")
         m = _matrix(frame["transform_matrix"], where)
-        image_path = _image_path(file.parent, file_path)
-        if image_path is None:
-            raise capture_invalid(f"{where}: image {file_path!r} not found (looked in {file.parent})",
-                                  "copy the image into the capture folder or fix file_path")
-        arr = _load_image(image_path, where)
-        h, w = arr.shape[:2]
         declared = (get("w"), get("h"))
-        if declared[0] is not None and declared[1] is not None and (int(declared[0]), int(declared[1])) != (w, h):
-            raise capture_invalid(f"{where}: image {image_path.name} is {w}x{h} but w, h say "
-                                  f"{int(declared[0])}x{int(declared[1])}", "fix w and h or re-export the image")
-        if shape is None:
-            shape = (h, w)
-        elif (h, w) != shape:
-            raise capture_invalid(f"{where}: image {image_path.name} is {w}x{h}, the first frame's is "
-                                  f"{shape[1]}x{shape[0]}", "all images of a capture must have the same size")
+        image_path = None
+        if need_images:
+            image_path = _image_path(file.parent, file_path)
+            if image_path is None:
+                raise capture_invalid(f"{where}: image {file_path!r} not found (looked in {file.parent})",
+                                      "copy the image into the capture folder or fix file_path")
+            h, w = (open_image or _image_size)(image_path, where)
+            if declared[0] is not None and declared[1] is not None:
+                said = (_pixels(declared[0], where, "w"), _pixels(declared[1], where, "h"))
+                if said != (w, h):
+                    raise capture_invalid(f"{where}: image {image_path.name} is {w}x{h} but w, h say "
+                                          f"{said[0]}x{said[1]}", "fix w and h or re-export the image")
+            if shape is None:
+                shape = (h, w)
+            elif (h, w) != shape:
+                raise capture_invalid(f"{where}: image {image_path.name} is {w}x{h}, the first frame's is "
+                                      f"{shape[1]}x{shape[0]}", "all images of a capture must have the same size")
+        else:
+            w, h = (None if v is None else _pixels(v, where, k) for v, k in zip(declared, "wh"))
+            if (w is not None and w < 1) or (h is not None and h < 1):
+                raise capture_invalid(f"{where}: w, h say {declared[0]}x{declared[1]}",
+                                      "w and h are the image's width and height in pixels, > 0")
+        fl_x = fl_y = angle_x = angle_y = None
         if get("fl_x") is not None:
-            fx = float(get("fl_x"))
-            fy = float(get("fl_y", fx))
+            fl_x = _number(get("fl_x"), where, "fl_x")
+            fl_y = _number(get("fl_y"), where, "fl_y") if get("fl_y") is not None else fl_x
         elif get("camera_angle_x") is not None:
-            fx = 0.5 * w / math.tan(0.5 * float(get("camera_angle_x")))
-            fy = 0.5 * h / math.tan(0.5 * float(get("camera_angle_y"))) if get("camera_angle_y") is not None else fx
+            angle_x = _number(get("camera_angle_x"), where, "camera_angle_x")
+            if get("camera_angle_y") is not None:
+                angle_y = _number(get("camera_angle_y"), where, "camera_angle_y")
         else:
             raise capture_invalid(f"{where} has no intrinsics", "give camera_angle_x, or fl_x, fl_y, cx, cy, w, h")
-        cx, cy = float(get("cx", w / 2)), float(get("cy", h / 2))
+        cx = _number(get("cx"), where, "cx") if get("cx") is not None else None
+        cy = _number(get("cy"), where, "cy") if get("cy") is not None else None
+        camera = FrameCamera(m, Path(file_path).stem if file_path else f"frame_{i:03d}", where, is_test, file_path,
+                             image_path, w, h, fl_x, fl_y, angle_x, angle_y, cx, cy, distorted=False)
+        _check_intrinsics(camera)
+        distorted = any(_number(get(k, 0.0) or 0.0, where, k) != 0.0 for k in DISTORTION_KEYS)
+        cameras.append(replace(camera, distorted=distorted) if distorted else camera)
+    return Cameras(cameras, source, bounds)
+
+
+def _check_intrinsics(cam: FrameCamera) -> None:
+    """Focal lengths > 0 and the principal point inside the image, as far as the size is known."""
+    hint = "focal lengths must be > 0 and the principal point inside the image"
+    w, h, where = cam.width, cam.height, cam.where
+    if w is not None and h is not None:
+        fx, fy, cx, cy = cam.intrinsics()
         if not all(math.isfinite(v) and v > 0 for v in (fx, fy)) or not (0 <= cx <= w and 0 <= cy <= h):
             raise capture_invalid(f"{where}: intrinsics fx={fx:g}, fy={fy:g}, cx={cx:g}, cy={cy:g} do not fit a "
-                                  f"{w}x{h} image", "focal lengths must be > 0 and the principal point inside the image")
-        if any(float(get(k, 0.0) or 0.0) != 0.0 for k in DISTORTION_KEYS):
-            distorted.append(where)
-        images.append(arr)
-        c2ws.append(m)
-        intr.append((fx, fy, cx, cy))
-        names.append(Path(file_path).stem)
-        tests.append(is_test)
+                                  f"{w}x{h} image", hint)
+        return
+    # Without a size: what the size cannot change.
+    for key, angle in (("camera_angle_x", cam.angle_x), ("camera_angle_y", cam.angle_y)):
+        if angle is not None and not 0 < angle < math.pi:
+            raise capture_invalid(f"{where}: {key}={angle:g} is not an angle of view (0 to pi radians)", hint)
+    if cam.fl_x is not None and not all(math.isfinite(v) and v > 0 for v in (cam.fl_x, cam.fl_y)):
+        raise capture_invalid(f"{where}: intrinsics fx={cam.fl_x:g}, fy={cam.fl_y:g} are not focal lengths > 0", hint)
+    for key, c, size in (("cx", cam.cx, w), ("cy", cam.cy, h)):
+        if c is not None and not (0 <= c <= (size if size is not None else math.inf)):
+            raise capture_invalid(f"{where}: intrinsics {key}={c:g} is outside the image", hint)
+
+
+def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int = 0) -> Capture:
+    """Read, check and normalise a capture. Raises EngineError("capture_invalid") naming what is wrong.
+
+    max_image_size: longest side after loading (larger images are downsampled, intrinsics follow).
+    holdout_every: also hold out every k-th training frame as a test view (0 = none).
+    """
+    images = []
+
+    def open_image(image_path: Path, where: str) -> tuple[int, int]:
+        images.append(_load_image(image_path, where))
+        return images[-1].shape[:2]
+
+    cameras = read_cameras(path, need_images=True, open_image=open_image)
+    source = cameras.source
+    warnings: list[str] = []
+    distorted = [c.where for c in cameras.frames if c.distorted]
     if distorted:
         warnings.append(f"lens distortion coefficients ({', '.join(DISTORTION_KEYS)}) of {len(distorted)} frame(s) "
                         "are ignored: the images are used as if undistorted; undistort them first for best results")
+    intr = [c.intrinsics() for c in cameras.frames]
+    names = [c.name for c in cameras.frames]
 
-    h, w = shape
+    h, w = cameras.frames[0].height, cameras.frames[0].width
     scale_px = min(1.0, max_image_size / max(h, w))
     if scale_px < 1.0:
         nh, nw = max(1, round(h * scale_px)), max(1, round(w * scale_px))
@@ -284,10 +450,10 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
     if bool((alpha >= 1).all()):
         alpha = None
 
-    world = torch.from_numpy(np.stack(c2ws)).float()
+    world = cameras.c2w
     intrinsics = torch.tensor(intr, dtype=torch.float32)
-    frame = normalise(world, intrinsics, (h, w), bounds)
-    test = torch.tensor(tests, dtype=torch.bool)
+    frame = normalise(world, intrinsics, (h, w), cameras.bounds)
+    test = torch.tensor([c.test for c in cameras.frames], dtype=torch.bool)
     if holdout_every:
         train = torch.nonzero(~test).flatten()
         test[train[holdout_every - 1::holdout_every]] = True

@@ -8,16 +8,23 @@ from pathlib import Path
 
 from .errors import EXIT_CODES, EngineError
 
-EPILOG = "exit codes:\n" + "\n".join(f"  {code:>2}  {name}" for name, code in EXIT_CODES.items()) + """
-
-`run` prints JSON-lines events on stdout (also appended to JOB_DIR/events.jsonl) and its log
+NOTES = """`run` prints JSON-lines events on stdout (also appended to JOB_DIR/events.jsonl) and its log
 on stderr (also JOB_DIR/log.txt). Only `models download` and jobs with
 "allow_downloads": true may use the network."""
 
 
+def epilog() -> str:
+    """The methods (from their cards), the exit codes and the notes under --help."""
+    from .methods import CARDS
+
+    methods = "\n".join(f"  {c.name:<14}{c.input:<9}{c.summary}" for c in CARDS.values())
+    codes = "\n".join(f"  {code:>2}  {name}" for name, code in EXIT_CODES.items())
+    return f"methods (job.json \"method\", input):\n{methods}\n\nexit codes:\n{codes}\n\n{NOTES}"
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine", description="Text3D optimisation engine.",
-                                epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                epilog=epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the job in JOB_DIR/job.json")
     run.add_argument("job_dir", type=Path)

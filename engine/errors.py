@@ -1,6 +1,6 @@
 """Errors that cross the boundary: each becomes one `error` event and an exit code.
 
-Kinds are part of the event contract (DESIGN.md); the add-on shows `message` and `hint`
+Kinds are part of the event contract (docs/ARCHITECTURE.md); the add-on shows `message` and `hint`
 for any kind, including ones it does not know.
 """
 from __future__ import annotations
@@ -37,9 +37,6 @@ class EngineError(Exception):
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.kind]
-
-    def to_event(self) -> dict:
-        return {"event": "error", "kind": self.kind, "message": self.message, "hint": self.hint}
 
 
 def invalid_job(key: str, value, why: str, hint: str = "") -> EngineError:

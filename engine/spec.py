@@ -1,12 +1,13 @@
 """job.json (spec_version 1) -> frozen dataclasses, validated once at the boundary.
 
 Imports neither torch nor any model library, so a bad job is refused in milliseconds and
-the add-on's tests can share the rules. Every error is `invalid_job` and names the key
-(dotted path) and the value. Method-specific defaults and options live in
-`engine/options.py`.
+the add-on shares the rules. Every error is `invalid_job` and names the key (dotted path)
+and the value. Each method's defaults, options and needs come from its card
+(engine/methods/NAME/__init__.py); the option sections methods share from engine/options.py.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import types
@@ -16,12 +17,21 @@ from pathlib import Path
 from typing import Any
 
 from .errors import EngineError, invalid_job
-from .options import METHOD_DEFAULTS, METHOD_OPTIONS, PLANNED_METHODS
+from .methods import CARDS, get_card
+from .models.registry import DEFAULT_MODELS
+from .options import BACKBONES, LEGACY_OPTION_KEYS
 
 SPEC_VERSION = 1
 RENDER_SIZE_MULTIPLE = 8
 EXPORT_FORMATS = ("npz", "glb")
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+DEVICE_PATTERN = r"^(auto|cpu|cuda|cuda:\d+|mps)$"
+"""job.json `device`: the values the engine understands."""
+_DEVICE_RE = re.compile(DEVICE_PATTERN)
+MIN_CAMERA_RADIUS = 1.75
+"""orbit.radius must exceed this: the cube [-1,1]^3's corners are 1.73 from its centre, and a camera inside
+the cube sees the field from within."""
+MODEL_ROLES = tuple(DEFAULT_MODELS)
+"""job.json `models` keys: the roles a method's card may name (engine/models/registry.py)."""
 
 
 @dataclass(frozen=True)
@@ -55,9 +65,8 @@ class OrbitConfig:
         for name in ("radius", "elevation_deg", "azimuth_deg", "fov_deg"):
             lo, hi = getattr(self, name)
             _check(lo <= hi, f"{key}.{name}", [lo, hi], "min is greater than max")
-        # A camera inside the cube sees the field from within: renders are meaningless.
-        _check(self.radius[0] > 1.75, f"{key}.radius", list(self.radius),
-               "min must be > 1.75 so the camera stays outside the object cube [-1,1]^3")
+        _check(self.radius[0] > MIN_CAMERA_RADIUS, f"{key}.radius", list(self.radius),
+               f"min must be > {MIN_CAMERA_RADIUS} so the camera stays outside the object cube [-1,1]^3")
         _check(-90 <= self.elevation_deg[0] and self.elevation_deg[1] <= 90, f"{key}.elevation_deg",
                list(self.elevation_deg), "must lie within [-90, 90]")
         _check(self.azimuth_deg[1] - self.azimuth_deg[0] <= 360, f"{key}.azimuth_deg", list(self.azimuth_deg),
@@ -102,8 +111,8 @@ class InputsConfig:
     """Path of a capture: a folder with transforms.json (or NeRF-synthetic transforms_train.json), or the
     JSON file itself (capture methods only). Checked when the job runs (capture_invalid)."""
     source_job: str | None = None
-    """NeRF-Art: a finished reconstruct/dietnerf job folder whose latest checkpoint is the start of the
-    style steps; null = reconstruct the capture first, in this job."""
+    """A finished job folder whose latest checkpoint this job starts from (methods whose card names
+    source_methods, e.g. NeRF-Art restyling a reconstruction); null = start from the capture."""
 
     def validate(self, key: str) -> None:
         for name in ("capture", "source_job"):
@@ -114,7 +123,7 @@ class InputsConfig:
 @dataclass(frozen=True)
 class JobSpec:
     method: str
-    """Which method runs: a key of engine.methods.METHODS."""
+    """Which method runs: a key of engine.methods.CARDS."""
     prompt: str
     """Text prompt (text methods) or style prompt (restyling methods)."""
     negative_prompt: str
@@ -140,7 +149,7 @@ class JobSpec:
     """Write a coarse intermediate mesh every this many steps (0 = never)."""
     inputs: InputsConfig
     options: Any
-    """Method-specific settings: the method's own frozen dataclass (engine/options.py)."""
+    """Method-specific settings: the frozen dataclass of the method's card (engine/methods/NAME/__init__.py)."""
     spec_version: int = SPEC_VERSION
 
     def to_dict(self) -> dict:
@@ -152,7 +161,8 @@ def load_job(job_dir: Path) -> JobSpec:
     """Read and validate JOB_DIR/job.json."""
     path = Path(job_dir) / "job.json"
     if not path.is_file():
-        raise EngineError("invalid_job", f"no job.json in {job_dir}", "write a job.json (see DESIGN.md) or check the path")
+        raise EngineError("invalid_job", f"no job.json in {job_dir}",
+                          "write a job.json (docs/ARCHITECTURE.md, 'The job folder') or check the path")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -170,10 +180,10 @@ def parse_job(raw: Any) -> JobSpec:
     _check(raw["spec_version"] == SPEC_VERSION and type(raw["spec_version"]) is int, "spec_version",
            raw["spec_version"], f"this engine reads spec_version {SPEC_VERSION}")
     method = raw["method"]
-    if method not in METHOD_DEFAULTS:
-        why = "is planned but not in this engine version" if method in PLANNED_METHODS else "is not a known method"
-        raise invalid_job("method", method, why, hint=f"available methods: {sorted(METHOD_DEFAULTS)}")
-    defaults = METHOD_DEFAULTS[method]
+    if not isinstance(method, str):
+        raise invalid_job("method", method, "must be a string", hint=f"available methods: {sorted(CARDS)}")
+    card = get_card(method)
+    defaults = card.defaults
 
     known = {f.name for f in fields(JobSpec)}
     for key in raw:
@@ -188,7 +198,7 @@ def parse_job(raw: Any) -> JobSpec:
             section_cls = hints[name]
             values[name] = _parse_section(section_cls, raw.get(name, {}), name, defaults.get(name, {}))
         elif name == "options":
-            values[name] = _parse_section(METHOD_OPTIONS[method], raw.get(name, {}), name, {})
+            values[name] = _parse_section(card.options, upgrade_options(raw.get(name, {})), name, {})
         elif name == "models":
             values[name] = _parse_models(raw.get(name, {}))
         elif name in raw:
@@ -200,16 +210,51 @@ def parse_job(raw: Any) -> JobSpec:
         elif name != "spec_version":
             raise invalid_job(name, None, "is required", hint=f'add "{name}" to job.json')
     spec = JobSpec(**values)
-    _validate_top(spec, needs_prompt=defaults.get("needs_prompt", True))
-    if defaults.get("needs_capture"):
+    _validate_top(spec, needs_prompt=card.takes_prompt)
+    if card.input == "capture":
         _check(spec.inputs.capture is not None, "inputs.capture", None,
                f"method {method} needs a capture: a folder with transforms.json")
     else:
         _check(spec.inputs.capture is None and spec.inputs.source_job is None, "inputs", raw.get("inputs"),
                f"method {method} takes no inputs")
     if spec.inputs.source_job is not None:
-        _check(method == "nerf_art", "inputs.source_job", spec.inputs.source_job, "only nerf_art starts from a job")
+        starts = [name for name, c in CARDS.items() if c.source_methods]
+        _check(bool(card.source_methods), "inputs.source_job", spec.inputs.source_job,
+               f"only {' and '.join(starts)} start{'s' if len(starts) == 1 else ''} from a job")
     return spec
+
+
+def upgrade_options(raw: Any) -> Any:
+    """job.json options written for engines before the nested sections -> today's keys.
+
+    Flat field and empty-space keys (`hash_levels`, `occupancy_resolution`, ...) move into
+    `field` / `occupancy`; Dream Fields' `"field": "mlp"` becomes `field.backbone`; NeRF-Art's
+    `lambda_weight_reg` is `style_lambda_distortion`. A key given both ways is an error naming the new one.
+    """
+    if not isinstance(raw, dict):
+        return raw
+    out = dict(raw)
+    if isinstance(out.get("field"), str):
+        if out["field"] not in BACKBONES:
+            raise invalid_job("options.field", out["field"], 'must be an object, e.g. {"backbone": "hashgrid"}',
+                              hint='set options.field.backbone to "hashgrid" or "mlp"')
+        out["field"] = {"backbone": out["field"]}
+    for old, path in LEGACY_OPTION_KEYS.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        target = out
+        if len(path) == 2:
+            current = out.get(path[0], {})
+            if not isinstance(current, dict):
+                raise invalid_job(f"options.{path[0]}", current, "must be a JSON object")
+            target = out[path[0]] = dict(current)
+        new = "options." + ".".join(path)
+        if path[-1] in target:
+            raise invalid_job(new, target[path[-1]], f"is also given under its old name options.{old}",
+                              hint=f"give it once, as {new}")
+        target[path[-1]] = value
+    return out
 
 
 _TOP_DEFAULTS: dict[str, Any] = {
@@ -238,9 +283,9 @@ def _parse_models(raw: Any) -> dict[str, str]:
     if not isinstance(raw, dict):
         raise invalid_job("models", raw, "must be an object mapping a role to a model name")
     for role, name in raw.items():
-        if role not in ("clip", "clip_eval", "diffusion", "perceptual"):
+        if role not in MODEL_ROLES:
             raise invalid_job(f"models.{role}", name, "unknown model role",
-                              hint='known roles: "clip", "clip_eval", "diffusion", "perceptual"')
+                              hint="known roles: " + ", ".join(f'"{r}"' for r in MODEL_ROLES))
         if not isinstance(name, str) or not name.strip():
             raise invalid_job(f"models.{role}", name, "must be a non-empty string (hub id, NAME/TAG or local path)")
     return dict(raw)
@@ -257,7 +302,12 @@ def _parse_section(cls: type, raw: Any, key: str, defaults: dict) -> Any:
     hints = typing.get_type_hints(cls)
     values = {}
     for name, f in names.items():
-        if name in raw:
+        if name in raw and dataclasses.is_dataclass(hints[name]):
+            # A nested section (options.field, options.occupancy): its defaults are the method's.
+            nested = f.default if f.default is not MISSING else None
+            base = {} if nested is None else {g.name: getattr(nested, g.name) for g in fields(nested)}
+            values[name] = _parse_section(hints[name], raw[name], f"{key}.{name}", base)
+        elif name in raw:
             values[name] = _coerce(hints[name], raw[name], f"{key}.{name}")
         elif name in defaults:
             values[name] = defaults[name]

@@ -86,17 +86,27 @@ class HashGrid(nn.Module):
 
 
 class HashGridField(Field):
-    """Hash grid + small MLP -> density (truncated exp) and albedo (sigmoid)."""
+    """Hash grid + small MLP -> density (truncated exp) and albedo (sigmoid).
+
+    blob_density > 0 adds blob_density * (1 - |x| / blob_radius) to the density before the exponential
+    (threestudio's magic3d blob), so the field starts as a ball that guidance shapes instead of growing
+    an object out of fog (DreamFusion); 0 = none.
+    """
 
     def __init__(self, levels: int = 16, log2_size: int = 19, max_resolution: int = 1024,
-                 width: int = 64, density_bias: float = -1.0) -> None:
+                 width: int = 64, density_bias: float = -1.0, blob_density: float = 0.0,
+                 blob_radius: float = 0.5) -> None:
         super().__init__()
         self.encoding = HashGrid(levels=levels, log2_size=log2_size, max_resolution=max_resolution)
         self.mlp = nn.Sequential(nn.Linear(self.encoding.out_dim, width), nn.ReLU(),
                                  nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 4))
         self.density_bias = density_bias
+        self.blob_density, self.blob_radius = blob_density, blob_radius
 
     def forward(self, x: torch.Tensor, radius: torch.Tensor | None = None) -> FieldOutput:
         h = self.mlp(self.encoding(x))
-        density = TruncExp.apply(h[:, 0] + self.density_bias) * inside_cube(x)
+        pre = h[:, 0]
+        if self.blob_density:
+            pre = pre + self.blob_density * (1 - x.norm(dim=-1) / self.blob_radius)
+        density = TruncExp.apply(pre + self.density_bias) * inside_cube(x)
         return FieldOutput(density=density, albedo=torch.sigmoid(h[:, 1:]))

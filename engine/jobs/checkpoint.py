@@ -22,11 +22,14 @@ def _write_json(path: Path, data: dict) -> None:
 
 
 def save_checkpoint(job_dir: Path, step: int, modules: dict[str, torch.nn.Module],
-                    optimizer: torch.optim.Optimizer | None, job: dict, object_frame: dict | None = None) -> Path:
+                    optimizer: torch.optim.Optimizer | None, job: dict, object_frame: dict | None = None,
+                    representation: dict | None = None) -> Path:
     """Write the state after `step` completed steps; returns the tensor file.
 
     object_frame: where the object cube sits in the world (ObjectFrame.to_dict()), so that
-    `render` and `export` put results where the run would have.
+    `render` and `export` put results where the run would have. representation: the method's
+    Method.representation(), what its make_scene needs besides job.json (the job folder is then
+    self-contained).
     """
     folder = Path(job_dir) / "checkpoints"
     folder.mkdir(exist_ok=True)
@@ -49,7 +52,7 @@ def save_checkpoint(job_dir: Path, step: int, modules: dict[str, torch.nn.Module
     save_file(tensors, str(tmp))
     os.replace(tmp, folder / name)
     _write_json(folder / "latest.json", {"format": FORMAT, "step": step, "tensors": name, "job": job,
-                                         "object_frame": object_frame,
+                                         "object_frame": object_frame, "representation": representation or {},
                                          "optimizer": {"param_groups": groups, "scalars": scalars}})
     for old in folder.glob("step_*.safetensors"):
         if old.name != name:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import signal
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import EXIT_CODES, EngineError
-from ..spec import load_job
+from ..spec import load_job, parse_job
 from .events import EventStream, setup_logging
 
 log = logging.getLogger("engine.run")
@@ -73,7 +72,7 @@ def optimise_step(method, seed: int, step: int, check=None):
     losses, check(step, result, total) (the run loop's divergence test) before anything is
     applied, then backward and the optimiser's step.
     """
-    from .losses import weighted_total
+    from ..losses import weighted_total
 
     for group in method.optimizer.param_groups:
         group["lr"] = method.learning_rate(step)
@@ -90,40 +89,6 @@ def optimise_step(method, seed: int, step: int, check=None):
     return result
 
 
-def pick_device(name: str):
-    import torch
-
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
-        raise EngineError("invalid_job", f"device: {name!r} is not available on this machine "
-                          f"({torch.cuda.device_count()} CUDA devices)", 'use "auto" or "cpu"')
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise EngineError("invalid_job", "device: 'mps' is not available on this machine", 'use "auto" or "cpu"')
-    return device
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    import torch
-
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
-def out_of_memory_error(spec, device) -> EngineError:
-    return EngineError(
-        "out_of_memory", f"the {device} device ran out of memory",
-        f"lower render.size (now {spec.render.size}), render.samples_per_ray (now {spec.render.samples_per_ray})"
-        f" or export.resolution (now {spec.export.resolution}); or close other programs using the GPU")
-
-
 def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
     """Run JOB_DIR/job.json to the end, a cancel or an error; returns the exit code."""
     job_dir = Path(job_dir)
@@ -138,19 +103,19 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
         network_policy(spec.allow_downloads)
         import torch
 
-        from ..methods import METHODS
+        from ..methods import composition_root, get_card
         from .checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
+        from .device import pick_device
+        from .outputs import export_result, write_json, write_preview, write_preview_mesh
 
         device = pick_device(spec.device)
         events.emit("started", method=spec.method, steps=spec.steps, device=str(device), resume=resume,
                     pid=os.getpid(), job=spec.to_dict())
-        # 3. Seed, then build the method: field, guidance models, optimiser.
+        # 3. Seed, then build the method (its representation, guidance models, optimiser); it knows its
+        # phases (NeRF-Art reconstructs before it styles) and where its object cube sits in the world.
         torch.manual_seed(spec.seed)
-        method = METHODS[spec.method].build(spec, device)
-        # A method may run more steps than spec.steps (NeRF-Art reconstructs first) and may place
-        # the object cube elsewhere than orbit.look_at (capture methods: the capture's frame).
-        total_steps = getattr(method, "total_steps", spec.steps)
-        frame = getattr(method, "frame", None) or object_frame(spec)
+        method = composition_root(get_card(spec.method)).build(spec, device)
+        total_steps, frame = method.total_steps, method.frame
 
         def diverged(step: int, result, total) -> None:
             if not torch.isfinite(total):
@@ -162,7 +127,8 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
                     + (f"the last good checkpoint (step {kept['step']}) is kept" if kept else "no checkpoint was written yet"))
 
         def checkpoint(step: int) -> None:
-            save_checkpoint(job_dir, step, method.modules, method.optimizer, spec.to_dict(), frame.to_dict())
+            save_checkpoint(job_dir, step, method.modules, method.optimizer, spec.to_dict(), frame.to_dict(),
+                            method.representation())
             events.emit("artifact", kind="checkpoint", path="checkpoints/latest.json", step=step)
 
         start = 0
@@ -175,7 +141,7 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
             _check_resumable(meta["job"], spec.to_dict())
             start = load_checkpoint(job_dir, method.modules, method.optimizer, device)["step"]
             log.info("resumed from step %d", start)
-        # 5. Optimise.
+        # 5. Optimise, phase after phase.
         t0, last_progress, timed_steps = time.monotonic(), 0.0, 0
         for step in range(start, total_steps):
             if cancel.requested():
@@ -191,27 +157,26 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
                 events.emit("progress", step=done, total=total_steps, elapsed_s=round(elapsed, 3),
                             eta_s=round(elapsed / timed_steps * (total_steps - done), 1),
                             losses={k: v.item() for k, v in result.losses.items()}, metrics=result.metrics,
-                            lr=method.learning_rate(step))
+                            lr=method.learning_rate(step), phase=method.phase(step).name)
                 last_progress = now
             if spec.preview_every and done % spec.preview_every == 0:
-                path = write_preview(method.field, spec, job_dir, done, device)
+                path = write_preview(method.scene, spec, job_dir, done, device)
                 events.emit("preview", step=done, path=path)
             if spec.preview_mesh_every and done % spec.preview_mesh_every == 0 and done < total_steps:
-                path = write_preview_mesh(method.field, spec, job_dir, done, device, frame)
+                path = write_preview_mesh(method.scene, spec, job_dir, done, device, frame)
                 if path:
                     events.emit("artifact", kind="preview_mesh", path=path, step=done)
             if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < total_steps:
                 checkpoint(done)
         # 7. Final checkpoint, the method's own evaluation (held-out views), mesh export.
         checkpoint(total_steps)
-        if hasattr(method, "evaluate"):
-            with torch.no_grad():
-                metrics = method.evaluate(job_dir)
-            if metrics:
-                write_json(job_dir / "result" / "metrics.json", metrics)
-                log.info("evaluation: %s", metrics)
-                events.emit("artifact", kind="metrics", path="result/metrics.json", metrics=metrics)
-        for kind, path in export_result(method.field, spec, job_dir, device, frame=frame).items():
+        with torch.no_grad():
+            metrics = method.evaluate(job_dir)
+        if metrics:
+            write_json(job_dir / "result" / "metrics.json", metrics)
+            log.info("evaluation: %s", metrics)
+            events.emit("artifact", kind="metrics", path="result/metrics.json", metrics=metrics)
+        for kind, path in export_result(method.scene, spec, job_dir, device, frame=frame).items():
             events.emit("artifact", kind=kind, path=path)
         # 8. Finish.
         events.emit("finished", status="succeeded", step=total_steps)
@@ -219,6 +184,8 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
     except EngineError as e:
         return _fail(events, e)
     except Exception as e:  # noqa: BLE001 - every failure must end as events, never a bare traceback
+        from .device import is_out_of_memory, out_of_memory_error
+
         if spec is not None and is_out_of_memory(e):
             log.error("out of memory: %s", e)
             return _fail(events, out_of_memory_error(spec, device))
@@ -238,112 +205,14 @@ def _fail(events: EventStream, error: EngineError) -> int:
 
 
 def _check_resumable(saved: dict, current: dict) -> None:
+    # Checkpoints of older engines saved the job in its old layout (flat options): compare both as today's
+    # parser reads them.
+    try:
+        saved = parse_job(saved).to_dict()
+    except EngineError:
+        pass
     for key in sorted(set(saved) | set(current)):
         if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key):
             raise EngineError("invalid_job", f"--resume: job.json key {key!r} changed since the checkpoint "
                               f"({saved.get(key)!r} -> {current.get(key)!r})",
                               f"restore {key!r} or run without --resume; only {list(RESUMABLE_CHANGES)} may change")
-
-
-def preview_camera(spec):
-    """The fixed view of previews: 30 degrees right of the front, at the orbit's middle."""
-    from ..cameras import orbit_views
-
-    mid = [(lo + hi) / 2 for lo, hi in (spec.orbit.elevation_deg, spec.orbit.radius, spec.orbit.fov_deg)]
-    return orbit_views(30.0, *mid)
-
-
-def write_preview(field, spec, job_dir: Path, step: int, device) -> str:
-    """Render the preview view over white into previews/step_NNNNNN.png; returns the relative path."""
-    import torch
-
-    from ..render import composite, render_view
-    from .images import save_png
-
-    view = preview_camera(spec)
-    with torch.no_grad():
-        out = render_view(field, view.c2w[0].to(device), float(view.fov_deg[0]), spec.render.size,
-                          spec.render.samples_per_ray, chunk=8192)
-        image = composite(out.rgb, out.opacity, torch.ones(3, device=device))
-    rel = f"previews/step_{step:06d}.png"
-    save_png(image, job_dir / rel)
-    return rel
-
-
-def opaque_density(spec) -> float:
-    """The density one render sample sees as half opaque, 1 - exp(-sigma * delta) = 1/2, with the
-    sample spacing delta = 2 / samples_per_ray of a ray through the cube's centre: export's "auto" level."""
-    return math.log(2) * spec.render.samples_per_ray / 2
-
-
-def field_callables(field, device, chunk: int = 65536):
-    """numpy -> numpy density and albedo functions of a field, for the mesh exporter."""
-    import numpy as np
-    import torch
-
-    def query(points: np.ndarray):
-        outs = []
-        with torch.no_grad():
-            for i in range(0, len(points), chunk):
-                outs.append(field(torch.from_numpy(np.ascontiguousarray(points[i:i + chunk], dtype=np.float32)).to(device)))
-        return outs
-
-    def density_fn(points):
-        return np.concatenate([o.density.float().cpu().numpy() for o in query(points)])
-
-    def albedo_fn(points):
-        return np.concatenate([o.albedo.float().cpu().numpy() for o in query(points)])
-
-    return density_fn, albedo_fn
-
-
-def object_frame(spec):
-    """Where text methods make the object: the cube around orbit.look_at, unscaled."""
-    from ..captures import ObjectFrame
-
-    return ObjectFrame(tuple(spec.orbit.look_at), 1.0)
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomically, so a reader never sees half a file."""
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def write_preview_mesh(field, spec, job_dir: Path, step: int, device, frame) -> str | None:
-    """A coarse mesh for the add-on's live preview; None while the field has no surface yet."""
-    from ..mesh import export_mesh
-
-    density_fn, albedo_fn = field_callables(field, device)
-    name = f"mesh_step_{step:06d}"
-    try:
-        export_mesh(density_fn, albedo_fn, job_dir / "previews", resolution=min(64, spec.export.resolution),
-                    threshold=spec.export.threshold, texture_size=0, formats=("npz",),
-                    offset=frame.offset, scale=frame.scale, name=name, opaque_density=opaque_density(spec))
-    except EngineError as e:
-        log.info("no preview mesh at step %d: %s", step, e.message)
-        return None
-    return f"previews/{name}.npz"
-
-
-def export_result(field, spec, job_dir: Path, device, export=None, frame=None) -> dict[str, str]:
-    """Extract and bake the final mesh into result/; returns artifact kind -> relative path.
-
-    frame: the ObjectFrame of the run (default: the cube around orbit.look_at)."""
-    from ..mesh import export_mesh
-
-    export = export or spec.export
-    frame = frame or object_frame(spec)
-    density_fn, albedo_fn = field_callables(field, device)
-    result = export_mesh(density_fn, albedo_fn, job_dir / "result", resolution=export.resolution,
-                         threshold=export.threshold, texture_size=export.texture_size, formats=export.formats,
-                         offset=frame.offset, scale=frame.scale, opaque_density=opaque_density(spec),
-                         max_faces=export.max_faces)
-    log.info("mesh: %d vertices, %d faces, threshold %.4g, %s", result.n_vertices, result.n_faces,
-             result.threshold, {k: round(v, 2) for k, v in result.timings.items()})
-    kinds = {"npz": "mesh", "glb": "glb"}
-    return {kinds[fmt]: str(Path(path).relative_to(job_dir)) for fmt, path in result.paths.items() if fmt in kinds}

@@ -11,7 +11,7 @@ AlbedoFn = Callable[[np.ndarray], np.ndarray]
 
 log = logging.getLogger(__name__)
 
-# xatlas gets slow beyond this many faces (METHODS.md: decimate before unwrapping).
+# xatlas gets slow beyond this many faces (measured in docs/BENCHMARKS.md): decimate before unwrapping.
 SLOW_UNWRAP_FACES = 300_000
 # xatlas slows down sharply as charts grow: capping a chart at this share of the
 # surface unwrapped 86k faces in 6 s instead of 48 s and 346k in 92 s instead of

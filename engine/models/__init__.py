@@ -1,16 +1,31 @@
 """Models: model strings, offline status, loading (open_clip, diffusers, torchvision VGG), downloads, tiny models.
 
 Offline first: nothing here touches the network unless a download is asked for.
+The loaders import torch and model libraries; they are imported on first use, so that
+`engine.models.registry` (model roles and strings, read by job validation and the add-on)
+stays importable without them.
 """
-from engine.models.clip import ClipModel, load_clip
-from engine.models.diffusion import DiffusionModels, load_diffusion
-from engine.models.hub import download
-from engine.models.perceptual import VggFeatures, load_perceptual
-from engine.models.registry import DEFAULT_MODELS, ModelRef, parse_model
-from engine.models.resolve import model_status
-from engine.models.tiny import make_tiny
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULT_MODELS", "ClipModel", "DiffusionModels", "ModelRef", "VggFeatures", "download", "load_clip",
-    "load_diffusion", "load_perceptual", "make_tiny", "model_status", "parse_model",
-]
+import importlib
+
+from .registry import DEFAULT_MODELS, ModelRef, parse_model
+
+# Public name -> the submodule that defines it, imported when the name is first used.
+_LAZY = {
+    "ClipModel": "clip", "load_clip": "clip",
+    "DiffusionModels": "diffusion", "load_diffusion": "diffusion",
+    "download": "hub",
+    "VggFeatures": "perceptual", "load_perceptual": "perceptual",
+    "model_status": "resolve",
+    "make_tiny": "tiny",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["DEFAULT_MODELS", "ModelRef", "parse_model", *_LAZY]

@@ -94,5 +94,5 @@ def _check_text_tower(model_cfg: dict, ref: ModelRef, role: str) -> None:
                 "invalid_job",
                 f"models.{role}: {ref.name!r} needs the Hugging Face model {text_cfg[key]!r} for its text side "
                 f"(text_cfg.{key}); Text3D loads open_clip models that use open_clip's own tokenizer",
-                f"use e.g. {DEFAULT_MODELS['clip']!r} or {DEFAULT_MODELS['clip_eval']!r}",
+                f"use e.g. {DEFAULT_MODELS['clip']!r} or 'ViT-B-32/openai'",
             )

@@ -5,6 +5,7 @@ import json
 import sys
 
 from engine.errors import EXIT_CODES, EngineError
+from engine.methods import CARDS
 from engine.models.hub import download
 from engine.models.registry import ALTERNATIVES, DEFAULT_MODELS
 from engine.models.resolve import model_status
@@ -38,8 +39,14 @@ def download_command(names: list[str]) -> int:
 
 
 def list_command(as_json: bool) -> int:
-    """`models list [--json]`: the default model of each role and the alternatives, with size and availability."""
-    rows = [{"role": role, "default": True, **model_status(name)} for role, name in DEFAULT_MODELS.items()]
+    """`models list [--json]`: the default model of each role, the models methods default to (used_by names the
+    methods), and the alternatives, with size and availability."""
+    used_by: dict[tuple[str, str], list[str]] = {(role, name): [] for role, name in DEFAULT_MODELS.items()}
+    for card in CARDS.values():
+        for role, name in card.roles.items():
+            used_by.setdefault((role, name or DEFAULT_MODELS[role]), []).append(card.name)
+    rows = [{"role": role, "default": True, "used_by": methods, **model_status(name)}
+            for (role, name), methods in used_by.items()]
     rows += [{"role": role, "default": False, **model_status(name)}
              for role, names in ALTERNATIVES.items() for name in names]
     if as_json:

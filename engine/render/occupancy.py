@@ -61,3 +61,31 @@ def skip_empty(field: FieldFn, grid: OccupancyGrid) -> FieldFn:
         return FieldOutput(density, albedo)
 
     return query
+
+
+class EmptySpace:
+    """The empty-space grid as a method uses it, from its options.occupancy: built (or off), refreshed on its
+    schedule before a step renders, saved in checkpoints, reported as the `occupied` metric."""
+
+    def __init__(self, options, device: torch.device) -> None:
+        """options: engine.options.OccupancyOptions (resolution 0 = off)."""
+        self.every = options.every
+        self.grid = OccupancyGrid(options.resolution, options.threshold).to(device) if options.resolution else None
+
+    @property
+    def modules(self) -> dict[str, OccupancyGrid]:
+        """What checkpoints hold: {"occupancy": grid}, or {} when off."""
+        return {} if self.grid is None else {"occupancy": self.grid}
+
+    def field_for_step(self, field: FieldFn, step: int, generator: torch.Generator) -> FieldFn:
+        """`field` behind the grid, the grid refreshed first when the step falls on its schedule (drawing its
+        points from `generator`, so the step's other random choices follow in a fixed order)."""
+        if self.grid is None:
+            return field
+        if step % self.every == 0:
+            self.grid.update(field, generator)
+        return skip_empty(field, self.grid)
+
+    def metrics(self) -> dict[str, float]:
+        """{"occupied": share of occupied cells}, or {} when off."""
+        return {} if self.grid is None else {"occupied": self.grid.fraction}

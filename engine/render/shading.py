@@ -1,8 +1,8 @@
 """DreamFusion's shading of a volume render: albedo, lambertian (point light) and textureless.
 
 Deferred, per ray rather than per sample: one finite-difference normal at each ray's expected
-surface point (6 density queries per ray instead of 6 per sample, and no second-order graph;
-METHODS.md, "Speed"). Gradients reach the geometry through the normal's density queries and
+surface point (6 density queries per ray instead of 6 per sample, and no second-order graph: in
+stable-dreamfusion, autograd normals make the backward pass second order and most of a step's time). Gradients reach the geometry through the normal's density queries and
 through the depth that places the point.
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ from ..fields.base import density_normals
 from .volume import FieldFn
 
 SHADINGS = ("albedo", "lambertian", "textureless")
+"""The shading modes of shade(); a progress event reports the step's as its index here."""
 
 
 def surface_normals(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, depth: torch.Tensor,

@@ -76,7 +76,7 @@ def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, n_sam
     origins, dirs: (R,3), dirs unit length. Only rays that hit the cube query the field.
     pixel_radius: cone radius per unit distance, passed to the field as each sample's
     footprint (integrated encodings use it). return_samples: also return each sample's weight
-    and bin (for weight_spread). Returns per-ray RenderOutput.
+    and bin (for the distortion loss, engine/losses.py). Returns per-ray RenderOutput.
     """
     near, far, hit = ray_cube_intersect(origins, dirs)
     r = origins.shape[0]
@@ -106,28 +106,6 @@ def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, n_sam
                    "t": samples["t"].index_put((hit,), middles),
                    "delta": samples["delta"].index_put((hit,), delta)}
     return RenderOutput(rgb, opacity, depth, **samples)
-
-
-def weight_spread(weights: torch.Tensor, t: torch.Tensor, delta: torch.Tensor | None = None) -> torch.Tensor:
-    """How spread out each ray's weights are: mip-NeRF 360's distortion loss, NeRF-Art's weight
-    regularisation against cloudy artefacts. Small when the weight is one thin surface, 0 when empty.
-
-    weights: (R,S); t: (R,S) bin middles, increasing along each ray; delta: optional (R,S) or (R,1)
-    bin lengths. Returns (R,) sum_{i,j} w_i w_j |t_i - t_j|, plus 1/3 sum_i w_i^2 delta_i (the spread
-    inside each bin) when delta is given.
-
-    O(S) per ray: with t sorted, the double sum is 2 sum_i w_i (t_i sum_{j<i} w_j - sum_{j<i} w_j t_j),
-    two exclusive cumulative sums.
-    """
-    wt = weights * t
-
-    def before(x):  # sum_{j<i} x_j
-        return torch.cumsum(torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1), dim=1)
-
-    spread = 2 * (weights * (t * before(weights) - before(wt))).sum(dim=1)
-    if delta is not None:
-        spread = spread + (weights.square() * delta).sum(dim=1) / 3
-    return spread
 
 
 def composite(rgb: torch.Tensor, opacity: torch.Tensor, background: torch.Tensor) -> torch.Tensor:

@@ -231,8 +231,8 @@ def test_operator_generate_waits_in_background_blender(scene, fake, tmp_path, mo
         with pytest.raises(RuntimeError, match="engine Python not found"):
             bpy.ops.text3d.generate(prompt="x", engine_python="/nonexistent/python", wait=True)
         bpy.ops.text3d.check_engine(wait=True)
-        from blender_text3d.operators import CHECK_RESULT
-        assert CHECK_RESULT["ok"] and CHECK_RESULT["report"]["engine"] == "fake"
+        from blender_text3d.setup import SETUP
+        assert SETUP.check["ok"] and SETUP.check["report"]["engine"] == "fake"
     finally:
         prefs.property_unset("engine_python")
         prefs.property_unset("jobs_dir")

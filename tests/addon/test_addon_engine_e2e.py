@@ -155,7 +155,7 @@ def test_real_engine_nerf_art_on_a_blender_capture(suzanne_capture, engine_pytho
     assert handle.progress == (5 + 3, 5 + 3)
     state = handle._job.run.state  # what the panel draws
     assert {"directional", "global_contrastive", "local_contrastive", "perceptual",
-            "weight_spread"} <= set(state.losses)
+            "distortion"} <= set(state.losses)
     progress = [e for e in events(handle) if e["event"] == "progress"]
     assert all(e["total"] == 8 for e in progress) and "rgb" in progress[0]["losses"]
 

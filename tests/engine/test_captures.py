@@ -9,7 +9,7 @@ import torch
 from capture_support import BOX_HALF, orbit, render_capture
 from conftest import engine
 
-from engine.captures import MIN_CAMERA_DISTANCE, OBJECT_EXTENT, ObjectFrame, load_capture
+from engine.captures import MIN_CAMERA_DISTANCE, OBJECT_EXTENT, ObjectFrame, load_capture, read_cameras
 from engine.errors import EngineError
 
 WORLD = ObjectFrame((5.0, -3.0, 2.0), 2.5)
@@ -166,3 +166,143 @@ def test_capture_command_prints_world_cameras(capture):
 def test_capture_command_exits_with_capture_invalid(tmp_path):
     out = engine("capture", tmp_path)
     assert out.returncode == 6 and "capture_invalid" in out.stderr and out.stdout == ""
+
+
+# The cameras alone: read_cameras is the one reader of transforms files, also for `engine render --cameras`.
+
+SCALED = [[2, 0, 0, 0], [0, 2, 0, 0], [0, 0, 2, 0], [0, 0, 0, 1]]
+
+
+def test_cameras_alone_are_the_captures_cameras(capture):
+    cap = load_capture(capture)
+    cams = read_cameras(capture)
+    written = json.loads((capture / "transforms.json").read_text())
+    assert torch.equal(cams.c2w, torch.tensor([f["transform_matrix"] for f in written["frames"]]))
+    assert [c.name for c in cams.frames] == cap.names and cams.source == cap.source
+    assert torch.equal(torch.tensor([c.intrinsics() for c in cams.frames], dtype=torch.float32), cap.intrinsics)
+    assert cams.bounds.tolist() == written["text3d_bounds"]
+    assert all(c.image is None for c in cams.frames)  # images are not looked at
+    with_images = read_cameras(capture, need_images=True)  # their sizes read from the files' headers
+    assert [(c.image.name, c.width, c.height) for c in with_images.frames] == [(f"r_{i}.png", 16, 16) for i in range(6)]
+
+
+def test_cameras_alone_need_no_images_and_take_per_frame_values(capture, tmp_path):
+    folder = tmp_path / "cams"
+    shutil.copytree(capture, folder)
+    shutil.rmtree(folder / "images")
+    data = json.loads((folder / "transforms.json").read_text())
+    del data["frames"][2]["file_path"]
+    data["frames"][1].update(fl_x=30.0, w=20, cx=9.5)
+    (folder / "transforms.json").write_text(json.dumps(data))
+    cams = read_cameras(folder)
+    assert [c.name for c in cams.frames][:3] == ["r_0", "r_1", "frame_002"]
+    assert cams.frames[0].intrinsics() == (data["fl_x"], data["fl_y"], 8.0, 8.0)
+    assert cams.frames[1].intrinsics() == (30.0, data["fl_y"], 9.5, 8.0) and cams.frames[1].width == 20
+    with pytest.raises(EngineError, match="frames\\[0\\]: image 'images/r_0.png' not found"):
+        load_capture(folder)
+
+
+def test_cameras_alone_of_unknown_size(tmp_path):
+    folder = render_capture(tmp_path / "syn", n=6, size=16, layout="synthetic", test_every=3)
+    cams = read_cameras(folder)
+    assert [c.test for c in cams.frames] == [False] * 4 + [True] * 2
+    assert [c.test for c in read_cameras(folder / "transforms_train.json", test_file=False).frames] == [False] * 4
+    cam = cams.frames[0]
+    assert (cam.width, cam.height, cam.fl_x, cam.cx) == (None, None, None, None)
+    assert cam.angle_x == pytest.approx(math.radians(40))
+
+
+def no_size(data, folder):
+    del data["w"], data["h"]
+
+
+CAMERAS_BROKEN = [
+    (edit("frames", []), "no frames"),
+    (edit("transform_matrix", SCALED, frame=1), "frames[1].transform_matrix: the rotation part is not a rotation"),
+    (edit("transform_matrix", [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]], frame=0), "last row"),
+    (edit("transform_matrix", [[float("nan")] * 4] * 4, frame=0), "not a finite 4x4"),
+    (edit("transform_matrix", None, frame=3, remove=True), "frames[3] has no transform_matrix"),
+    (remove_intrinsics, "frames[0] has no intrinsics"),
+    (edit("fl_x", -5.0), "frames[0]: intrinsics fx=-5, fy=21.9"),
+    (edit("cx", 40.0, frame=2), "cx=40, cy=8 do not fit a 16x16 image"),
+    (edit("camera_model", "OPENCV_FISHEYE"), "camera_model OPENCV_FISHEYE is not supported"),
+    (edit("w", "wide", frame=4), "frames[4]: w is not a number of pixels"),
+    (edit("fl_y", "long", frame=4), "frames[4]: fl_y is not a number"),
+    (lambda d, f: (no_size(d, f), d["frames"][1].update(cx=-1.0)), "frames[1]: intrinsics cx=-1 is outside the image"),
+    (lambda d, f: (no_size(d, f), remove_intrinsics(d, f), d.update(camera_angle_x=4.0)),
+     "frames[0]: camera_angle_x=4 is not an angle of view"),
+]
+
+
+@pytest.mark.parametrize("breaker, message", CAMERAS_BROKEN, ids=[m[:30] for _, m in CAMERAS_BROKEN])
+def test_broken_cameras_name_what_is_wrong(capture, tmp_path, breaker, message):
+    folder = tmp_path / "broken"
+    shutil.copytree(capture, folder)
+    data = json.loads((folder / "transforms.json").read_text())
+    breaker(data, folder)
+    (folder / "transforms.json").write_text(json.dumps(data))
+    with pytest.raises(EngineError) as e:
+        read_cameras(folder / "transforms.json")
+    assert e.value.kind == "capture_invalid" and e.value.hint
+    assert message in e.value.message, e.value.message
+
+
+@pytest.fixture(scope="module")
+def job(capture, tmp_path_factory):
+    """Two reconstruction steps on the capture: a field to render from other cameras."""
+    job_dir = tmp_path_factory.mktemp("job")
+    (job_dir / "job.json").write_text(json.dumps({
+        "spec_version": 1, "method": "reconstruct", "inputs": {"capture": str(capture)}, "steps": 2, "seed": 0,
+        "device": "cpu", "render": {"size": 16, "samples_per_ray": 8}, "export": {"resolution": 16},
+        "preview_every": 0, "checkpoint_every": 0,
+        "options": {"rays_per_step": 64, "hash_levels": 4, "hash_log2_size": 12, "hash_max_resolution": 32,
+                    "mlp_width": 16}}))
+    out = engine("run", job_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return job_dir
+
+
+def test_render_cameras_without_images_with_per_frame_intrinsics(capture, job, tmp_path):
+    from PIL import Image
+
+    written = json.loads((capture / "transforms.json").read_text())
+    m = [f["transform_matrix"] for f in written["frames"]]
+    # As Capture Selected writes them (camera_angle_x beside fl_x, text3d_bounds), with no images;
+    # frame 1 with its own intrinsics and size, frame 2 with its own width and no file_path.
+    cameras = tmp_path / "cameras.json"
+    cameras.write_text(json.dumps({
+        "camera_angle_x": 0.7, "fl_x": 20.0, "fl_y": 20.0, "cx": 8.0, "cy": 8.0, "w": 16, "h": 16,
+        "text3d_bounds": written["text3d_bounds"],
+        "frames": [{"file_path": "images/frame_000.png", "transform_matrix": m[0]},
+                   {"file_path": "images/frame_001.png", "transform_matrix": m[1], "fl_x": 30.0, "fl_y": 31.0,
+                    "cx": 9.0, "cy": 7.0, "w": 20, "h": 14},
+                   {"transform_matrix": m[2], "w": 24}]}))
+    out = engine("render", job, "--out", tmp_path / "out", "--cameras", cameras)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rendered = json.loads((tmp_path / "out" / "transforms.json").read_text())
+    assert [(f["file_path"], f["w"], f["h"], f["fl_x"], f["fl_y"], f["cx"], f["cy"]) for f in rendered["frames"]] == [
+        ("frame_000.png", 16, 16, 20.0, 20.0, 8.0, 8.0), ("frame_001.png", 20, 14, 30.0, 31.0, 9.0, 7.0),
+        ("frame_002.png", 24, 16, 20.0, 20.0, 8.0, 8.0)]
+    for frame, matrix in zip(rendered["frames"], m):
+        assert np.allclose(frame["transform_matrix"], matrix, atol=1e-5)
+        with Image.open(tmp_path / "out" / frame["file_path"]) as im:
+            assert im.size == (frame["w"], frame["h"])
+    # The transforms.json render writes is a cameras file too, its PNGs gone or not.
+    for frame in rendered["frames"]:
+        (tmp_path / "out" / frame["file_path"]).unlink()
+    again = engine("render", job, "--out", tmp_path / "again", "--cameras", tmp_path / "out" / "transforms.json")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert json.loads((tmp_path / "again" / "transforms.json").read_text()) == rendered
+
+
+def test_render_refuses_cameras_as_captures_do(capture, job, tmp_path):
+    written = json.loads((capture / "transforms.json").read_text())
+    cameras = tmp_path / "scaled.json"
+    cameras.write_text(json.dumps({"fl_x": 20.0, "w": 16, "h": 16, "frames": [
+        {"file_path": "a.png", "transform_matrix": written["frames"][0]["transform_matrix"]},
+        {"file_path": "b.png", "transform_matrix": SCALED}]}))
+    out = engine("render", job, "--out", tmp_path / "out", "--cameras", cameras)
+    assert out.returncode == 6 and out.stdout == ""
+    assert "error (capture_invalid): " in out.stderr
+    assert "scaled.json: frames[1].transform_matrix: the rotation part is not a rotation" in out.stderr
+    assert not list((tmp_path / "out").glob("*.png"))

@@ -181,14 +181,14 @@ def test_dreamfusion_run_end_to_end(tmp_path, tiny_models):
 
 
 def test_dreamfusion_same_seed_same_weights_and_resume(tmp_path, tiny_models, monkeypatch):
-    from engine.methods import METHODS
+    from engine.methods.dreamfusion import method as dreamfusion
     from test_run import final_weights
 
     a = write_df_job(tmp_path / "a", tiny_models, steps=6)
     b = write_df_job(tmp_path / "b", tiny_models, steps=6, checkpoint_every=3)
     assert run_job(a, False, io.StringIO()) == 0
     # b: cancelled after step 4, then resumed: the same weights bit for bit as the straight run.
-    build = METHODS["dreamfusion"].build
+    build = dreamfusion.build
 
     def build_cancelling_at_4(spec, device):
         method = build(spec, device)
@@ -201,7 +201,7 @@ def test_dreamfusion_same_seed_same_weights_and_resume(tmp_path, tiny_models, mo
         method.step = stepping
         return method
 
-    monkeypatch.setattr(METHODS["dreamfusion"], "build", build_cancelling_at_4)
+    monkeypatch.setattr(dreamfusion, "build", build_cancelling_at_4)
     assert run_job(b, False, io.StringIO()) == 8
     monkeypatch.undo()
     (b / "cancel").unlink()
@@ -278,7 +278,7 @@ def test_approximate_latents_are_at_the_unet_resolution_without_the_vae(tiny_sd)
 
 def build_df(tiny_models, **options):
     """A DreamFusion method built in-process on the CPU with the tiny pipeline and 32 px renders."""
-    from engine.methods import dreamfusion
+    from engine.methods.dreamfusion import method as dreamfusion
     from engine.spec import parse_job
 
     spec = parse_job({"spec_version": 1, "method": "dreamfusion", "prompt": "a fox", "seed": 3, "steps": 10,

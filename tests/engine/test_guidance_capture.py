@@ -1,4 +1,4 @@
-"""Capture methods' parts (NeRF-Art, DietNeRF): chunked back-propagation, ray-weight spread, CLIP style,
+"""Capture methods' parts (NeRF-Art, DietNeRF): chunked back-propagation, the distortion loss, CLIP style,
 semantic and perceptual losses. Values worked out by hand where possible; tiny models on the CPU."""
 import math
 
@@ -14,7 +14,8 @@ from engine.guidance.clip_style import StyleGuidance
 from engine.guidance.negative_styles import NEGATIVE_STYLES, negative_styles_for
 from engine.guidance.perceptual import PerceptualLoss
 from engine.models import load_clip, load_perceptual
-from engine.render import backprop_in_chunks, composite, render_rays, weight_spread
+from engine.losses import distortion
+from engine.render import backprop_in_chunks, composite, render_rays
 
 
 @pytest.fixture(scope="module")
@@ -58,24 +59,24 @@ def test_chunked_backprop_gives_the_gradients_of_full_backprop():
         torch.testing.assert_close(p.grad, full[name], rtol=1e-5, atol=1e-6 * scale, msg=name)
 
 
-# --- ray-weight spread -------------------------------------------------------------------------
+# --- distortion loss (mip-NeRF 360) -------------------------------------------------------------------------
 
 def double_sum(w, t):
     return (w[:, :, None] * w[:, None, :] * (t[:, :, None] - t[:, None, :]).abs()).sum(dim=(1, 2))
 
 
-def test_weight_spread_equals_the_double_sum():
+def test_distortion_equals_the_double_sum():
     g = torch.Generator().manual_seed(0)
     w = torch.rand(6, 9, generator=g, dtype=torch.float64)
     t = torch.rand(6, 9, generator=g, dtype=torch.float64).cumsum(dim=1)
     delta = torch.rand(6, 1, generator=g, dtype=torch.float64)
-    torch.testing.assert_close(weight_spread(w, t), double_sum(w, t), rtol=1e-12, atol=0)
-    torch.testing.assert_close(weight_spread(w, t, delta), double_sum(w, t) + (w**2 * delta).sum(1) / 3,
+    torch.testing.assert_close(distortion(w, t), double_sum(w, t), rtol=1e-12, atol=0)
+    torch.testing.assert_close(distortion(w, t, delta), double_sum(w, t) + (w**2 * delta).sum(1) / 3,
                                rtol=1e-12, atol=0)
     # By hand: two samples of weight 1/2 at t = 1 and 3 -> 2 * (1/4) * 2 = 1.
-    assert weight_spread(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 3.0]])).item() == pytest.approx(1.0)
+    assert distortion(torch.tensor([[0.5, 0.5]]), torch.tensor([[1.0, 3.0]])).item() == pytest.approx(1.0)
     # All the weight in one sample: no spread.
-    assert weight_spread(torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[1.0, 2.0, 3.0]])).item() == 0.0
+    assert distortion(torch.tensor([[0.0, 1.0, 0.0]]), torch.tensor([[1.0, 2.0, 3.0]])).item() == 0.0
 
 
 def test_render_rays_returns_its_samples_on_request():
@@ -93,7 +94,7 @@ def test_render_rays_returns_its_samples_on_request():
     torch.testing.assert_close(out.t[0], torch.tensor([1.25, 1.75, 2.25, 2.75]) + 1)  # bin middles, not jitter
     assert out.delta[0].item() == pytest.approx(0.5)
     assert not out.weights[1].any() and not out.t[1].any() and out.delta[1].item() == 0
-    spread = weight_spread(out.weights, out.t, out.delta)
+    spread = distortion(out.weights, out.t, out.delta)
     assert spread[0] > 0 and spread[1] == 0
 
 

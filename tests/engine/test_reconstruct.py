@@ -1,6 +1,7 @@
 """Capture methods end to end: reconstruct, DietNeRF and NeRF-Art through `python -m engine run`."""
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -94,7 +95,7 @@ def test_dietnerf_from_four_views_reports_both_losses(tmp_path, tiny_models):
     assert (job / "result" / "mesh.npz").is_file()
 
 
-NERF_ART_LOSSES = {"directional", "global_contrastive", "local_contrastive", "perceptual", "weight_spread"}
+NERF_ART_LOSSES = {"directional", "global_contrastive", "local_contrastive", "perceptual", "distortion"}
 
 
 def test_nerf_art_from_a_finished_reconstruction(reconstruction, box_capture, tmp_path, tiny_models):
@@ -135,3 +136,30 @@ def test_bad_capture_and_bad_source_job_fail_with_their_kinds(tmp_path, box_capt
     error = [e for e in read_events(not_a_job) if e["event"] == "error"]
     assert out.returncode == 2 and error[0]["kind"] == "invalid_job"
     assert error[0]["message"].startswith("inputs.source_job:") and error[0]["hint"]
+
+
+def test_a_finished_nerf_art_job_renders_and_exports_without_its_source(reconstruction, box_capture, tmp_path,
+                                                                        tiny_models):
+    """The source job's field settings live in the NeRF-Art job's checkpoint: moving the source away breaks
+    nothing (the job folder is self-contained)."""
+    source = tmp_path / "source"
+    shutil.copytree(reconstruction, source)
+    job = capture_job(tmp_path / "art", box_capture, "nerf_art", steps=2, prompt="a marble statue",
+                      inputs={"capture": str(box_capture), "source_job": str(source)},
+                      models={"clip": tiny_models["clip"], "perceptual": tiny_models["perceptual"]},
+                      render={"size": 16})
+    # This job's own options.field (the defaults: 12 levels to 1024) differs from the source's tiny field, so
+    # a scene rebuilt from job.json alone would not even load the checkpoint.
+    spec = json.loads((job / "job.json").read_text())
+    spec["options"] = {"rays_per_step": 1024, "chunk_rays": 128, "n_patches": 2}
+    (job / "job.json").write_text(json.dumps(spec))
+    out = engine("run", job)
+    assert out.returncode == 0, out.stderr[-3000:]
+    before = np.load(job / "result" / "mesh.npz")["vertices"]
+    source.rename(tmp_path / "moved")
+    out = engine("export", job)
+    assert out.returncode == 0, out.stderr[-3000:]
+    np.testing.assert_array_equal(np.load(job / "result" / "mesh.npz")["vertices"], before)
+    out = engine("render", job, "--out", tmp_path / "turntable", "--turntable", 2, "--size", 16)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(list((tmp_path / "turntable").glob("*.png"))) == 2

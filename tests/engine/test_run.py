@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 from engine.jobs.run import run_job
-from engine.methods import METHODS
+from engine.methods.dream_fields import method as dream_fields
 from conftest import ROOT, engine, engine_env, read_events, write_job
 
 
@@ -47,7 +47,7 @@ def test_dream_fields_run_end_to_end(tmp_path, tiny_models):
     assert mesh["faces"].dtype == np.int32 and len(mesh["faces"]) > 0 and mesh["faces"].max() < len(mesh["vertices"])
     colours = mesh["vertex_colors"]
     assert colours.shape == mesh["vertices"].shape and colours.min() >= 0 and colours.max() <= 1
-    assert (job / "log.txt").read_text().count("engine.run: mesh:") == 1
+    assert (job / "log.txt").read_text().count("engine.outputs: mesh:") == 1
     # 30 tiny steps leave a fog: the export says so, in the log and as a `log` event.
     warnings = [e for e in stdout_events if e["event"] == "log" and e["level"] == "warning"]
     assert any("mostly fog" in e["message"] for e in warnings)
@@ -62,7 +62,7 @@ def test_clip_similarity_rises_over_the_run(tmp_path, tiny_models):
 
     spec = load_job(job)
     torch.manual_seed(spec.seed)
-    method = METHODS["dream_fields"].build(spec, torch.device("cpu"))  # the same initial weights as the run
+    method = dream_fields.build(spec, torch.device("cpu"))  # the same initial weights as the run
 
     def fixed_loss():
         with torch.no_grad():
@@ -94,7 +94,7 @@ def test_resume_after_cancel_reaches_the_same_weights(tmp_path, tiny_models, mon
     assert run_job(straight, False, io.StringIO()) == 0
     resumed = write_job(tmp_path / "resumed", tiny_models, steps=10, checkpoint_every=3)
 
-    build = METHODS["dream_fields"].build
+    build = dream_fields.build
 
     def build_cancelling_at_5(spec, device):
         method = build(spec, device)
@@ -107,7 +107,7 @@ def test_resume_after_cancel_reaches_the_same_weights(tmp_path, tiny_models, mon
         method.step = stepping
         return method
 
-    monkeypatch.setattr(METHODS["dream_fields"], "build", build_cancelling_at_5)
+    monkeypatch.setattr(dream_fields, "build", build_cancelling_at_5)
     assert run_job(resumed, False, io.StringIO()) == 8
     events = read_events(resumed)
     assert events[-1] == {**events[-1], "event": "finished", "status": "cancelled", "step": 6}
@@ -154,7 +154,7 @@ def test_cancel_stops_within_a_step(tmp_path, tiny_models, how):
 
 
 def failing_build(fail_at, exc):
-    build = METHODS["dream_fields"].build
+    build = dream_fields.build
 
     def make(spec, device):
         method = build(spec, device)
@@ -175,7 +175,7 @@ def failing_build(fail_at, exc):
 
 def test_non_finite_loss_is_diverged_and_keeps_the_last_good_checkpoint(tmp_path, tiny_models, monkeypatch):
     job = write_job(tmp_path / "job", tiny_models, steps=10, checkpoint_every=2)
-    monkeypatch.setattr(METHODS["dream_fields"], "build", failing_build(5, None))
+    monkeypatch.setattr(dream_fields, "build", failing_build(5, None))
     assert run_job(job, False, io.StringIO()) == 5
     events = read_events(job)
     error = [e for e in events if e["event"] == "error"][0]
@@ -187,7 +187,7 @@ def test_non_finite_loss_is_diverged_and_keeps_the_last_good_checkpoint(tmp_path
 
 def test_out_of_memory_names_what_to_lower(tmp_path, tiny_models, monkeypatch):
     job = write_job(tmp_path / "job", tiny_models, steps=4)
-    monkeypatch.setattr(METHODS["dream_fields"], "build", failing_build(1, torch.OutOfMemoryError("CUDA out of memory")))
+    monkeypatch.setattr(dream_fields, "build", failing_build(1, torch.OutOfMemoryError("CUDA out of memory")))
     assert run_job(job, False, io.StringIO()) == 4
     error = [e for e in read_events(job) if e["event"] == "error"][0]
     assert error["kind"] == "out_of_memory" and "render.size" in error["hint"] and "samples_per_ray" in error["hint"]
@@ -262,3 +262,31 @@ def test_check_reports_torch_devices_and_models(tiny_models):
 def test_help_documents_exit_codes():
     out = engine("--help")
     assert out.returncode == 0 and "exit codes" in out.stdout and "model_missing" in out.stdout
+
+
+def test_old_flat_option_keys_run_resume_and_match_the_nested_ones(tmp_path, tiny_models):
+    """A job.json of an older engine (flat field/empty-space keys) gives the same weights as today's nested keys,
+    and a checkpoint whose saved job has the old layout resumes."""
+    flat = {"n_augments": 2, "field": "hashgrid", "hash_levels": 4, "hash_log2_size": 12, "hash_max_resolution": 64,
+            "mlp_width": 16, "occupancy_resolution": 16, "occupancy_every": 2}
+    nested = {"n_augments": 2, "field": {"backbone": "hashgrid", "hash_levels": 4, "hash_log2_size": 12,
+                                         "hash_max_resolution": 64, "mlp_width": 16},
+              "occupancy": {"resolution": 16, "every": 2}}
+    a, b = write_job(tmp_path / "flat", tiny_models, steps=4), write_job(tmp_path / "nested", tiny_models, steps=4)
+    for job, options in ((a, flat), (b, nested)):
+        (job / "job.json").write_text(json.dumps({**json.loads((job / "job.json").read_text()), "options": options}))
+    assert run_job(a, False, io.StringIO()) == 0 and run_job(b, False, io.StringIO()) == 0
+    (_, wa), (_, wb) = final_weights(a), final_weights(b)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # An old engine's checkpoint recorded the job with flat options: --resume with more steps still accepts it.
+    meta_path = a / "checkpoints" / "latest.json"
+    meta = json.loads(meta_path.read_text())
+    saved = meta["job"]["options"]
+    old = {k: v for k, v in saved.items() if k not in ("field", "occupancy")}
+    old.update({k: v for k, v in saved["field"].items() if k != "backbone"}, field=saved["field"]["backbone"])
+    old.update({f"occupancy_{k}": v for k, v in saved["occupancy"].items()})
+    meta["job"]["options"] = old
+    meta_path.write_text(json.dumps(meta))
+    (a / "job.json").write_text(json.dumps({**json.loads((a / "job.json").read_text()), "steps": 6}))
+    assert run_job(a, True, io.StringIO()) == 0
+    assert final_weights(a)[0] == 6

@@ -115,7 +115,7 @@ def test_values_are_read_and_ints_accepted_as_floats():
     spec = parse_job({**GOOD, "orbit": {"radius": [3, 5], "look_at": [1, 2, 3]}, "export": {"threshold": 5},
                       "options": {"lr": 0.01, "field": "mlp"}, "models": {"clip": "/models/clip"}})
     assert spec.orbit.radius == (3.0, 5.0) and spec.orbit.look_at == (1.0, 2.0, 3.0)
-    assert spec.export.threshold == 5.0 and spec.options.field == "mlp" and spec.options.lr == 0.01
+    assert spec.export.threshold == 5.0 and spec.options.field.backbone == "mlp" and spec.options.lr == 0.01
     assert spec.models == {"clip": "/models/clip"}
     assert json.loads(json.dumps(spec.to_dict()))["orbit"]["radius"] == [3.0, 5.0]
 
@@ -138,8 +138,36 @@ def test_spec_module_does_not_import_torch():
     assert out.stdout.strip() == "False"
 
 
-def test_method_table_matches_the_spec():
-    from engine.methods import METHODS
-    from engine.options import METHOD_DEFAULTS, METHOD_OPTIONS
+def test_every_card_has_a_composition_root_with_build_and_make_scene():
+    from engine.methods import CARDS, composition_root
 
-    assert set(METHODS) == set(METHOD_DEFAULTS) == set(METHOD_OPTIONS)
+    assert set(CARDS) == {"dream_fields", "dreamfusion", "reconstruct", "dietnerf", "nerf_art"}
+    for card in CARDS.values():
+        root = composition_root(card)
+        assert callable(root.build) and callable(root.make_scene), card.name
+
+
+def test_nested_option_sections_and_the_old_flat_keys():
+    from engine.spec import parse_job
+
+    def options(method, opts, **extra):
+        return parse_job({"spec_version": 1, "method": method, "prompt": "x", "options": opts, **extra}).options
+
+    nested = options("dream_fields", {"field": {"backbone": "mlp", "mlp_width": 32}, "occupancy": {"resolution": 0}})
+    flat = options("dream_fields", {"field": "mlp", "mlp_width": 32, "occupancy_resolution": 0})
+    assert nested == flat and nested.field.backbone == "mlp" and nested.occupancy.resolution == 0
+    # Unset keys of a nested section keep the method's defaults (Dream Fields: 8 levels to 512).
+    assert nested.field.hash_levels == 8 and nested.field.hash_max_resolution == 512
+    capture = {"inputs": {"capture": "c"}}
+    assert options("reconstruct", {"field": {"hash_levels": 6}}, **capture).field.hash_max_resolution == 1024
+    assert options("nerf_art", {"lambda_weight_reg": 0.3}, **capture).style_lambda_distortion == 0.3
+    with pytest.raises(EngineError, match=r"options.field.hash_levels: is also given under its old name "
+                                          r"options.hash_levels") as e:
+        options("reconstruct", {"hash_levels": 6, "field": {"hash_levels": 6}}, **capture)
+    assert "give it once, as options.field.hash_levels" in e.value.hint
+    with pytest.raises(EngineError, match=r"options.field.backbone: must be \"hashgrid\" for this method"):
+        options("reconstruct", {"field": {"backbone": "mlp"}}, **capture)
+    with pytest.raises(EngineError, match=r"options.occupancy.every: must be >= 1"):
+        options("dreamfusion", {"occupancy": {"every": 0}})
+    with pytest.raises(EngineError, match=r"options.field.colour: unknown key"):
+        options("dreamfusion", {"field": {"colour": 1}})

@@ -1,4 +1,4 @@
-"""A stand-in for `python -m engine` that speaks the DESIGN.md contract without torch.
+"""A stand-in for `python -m engine` that speaks the docs/ARCHITECTURE.md contract without torch.
 
 Reads JOB_DIR/job.json and emits the event stream, previews, preview meshes and
 result/mesh.npz of a coloured sphere. Capture jobs (inputs.capture) run as the engine counts

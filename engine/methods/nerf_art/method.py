@@ -5,50 +5,50 @@ or the field of a finished reconstruct/dietnerf job is loaded (`inputs.source_jo
 style steps fine-tune it so renders from the capture's poses move in CLIP space from the
 source ("a photo") towards the style prompt: the relative directional loss, the global and
 local (patch) contrastive losses against negative styles (tau 0.07), a VGG perceptual loss
-against the source render at the same pose (keeps the structure), and the ray-weight spread
-regulariser (against clouds near the camera). Weights from the paper: 1, 0.2, 0.1, 2.
+against the source render at the same pose (keeps the structure), and the paper's weight
+regularisation, which is mip-NeRF 360's distortion loss (against clouds near the camera). Weights
+from the paper: 1, 0.2, 0.1, 2 and 0.1.
 
 Memory (as the paper): the style image is rendered whole without gradients, dL/dimage is
 computed once, then rays are re-rendered in chunks with gradients and the cached gradient is
 back-propagated chunk by chunk (engine/render/chunked.py), so memory does not grow with the
-image. Those losses reach the run loop detached (already back-propagated); the spread
-regulariser, on a random subset of rays, goes the usual way.
+image. Those losses reach the run loop detached (already back-propagated); the distortion
+loss, on a random subset of rays, goes the usual way.
 Where we depart: a hash-grid field (the official code fine-tunes NeuS/NeRF MLPs) with a
 higher learning rate than its 5e-4; the source field is a frozen copy kept in checkpoints.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 from pathlib import Path
 
 import torch
 
-from ..cameras import camera_rays
-from ..captures import ObjectFrame
-from ..errors import EngineError
-from ..guidance.clip_style import StyleGuidance
-from ..guidance.negative_styles import NEGATIVE_STYLES, negative_styles_for
-from ..guidance.perceptual import PerceptualLoss
-from ..models import load_clip
-from ..models.perceptual import load_perceptual
-from ..models.registry import DEFAULT_MODELS
-from ..render import composite, render_rays
-from ..render.chunked import backprop_in_chunks
-from ..render.image import PIXEL_RADIUS
-from ..render.volume import weight_spread
-from ..spec import JobSpec, load_job
-from .base import StepOutput
-from .reconstruct import Reconstruct
-from .reconstruct import make_field as reconstruct_field
+from ...cameras import camera_rays
+from ...captures import ObjectFrame
+from ...errors import EngineError
+from ...fields import build_field
+from ...guidance.clip_style import StyleGuidance
+from ...guidance.negative_styles import NEGATIVE_STYLES, negative_styles_for
+from ...guidance.perceptual import PerceptualLoss
+from ...losses import distortion
+from ...models.clip import load_clip
+from ...models.perceptual import load_perceptual
+from ...options import FieldOptions
+from ...render import composite, render_rays
+from ...render.chunked import backprop_in_chunks
+from ...render.image import PIXEL_RADIUS
+from ...spec import JobSpec, load_job
+from .. import get_card, model_name
+from ..base import Phase, Scene, StepOutput
+from ..reconstruct.method import Reconstruct
 
 log = logging.getLogger("engine.nerf_art")
 
-# The paper's CLIP; the job's models.clip overrides it.
-NERF_ART_CLIP = "ViT-B-32/openai"
-SOURCE_METHODS = ("reconstruct", "dietnerf", "nerf_art")
-# Rays per style step that carry the spread regulariser (a random subset of the image's).
-SPREAD_RAYS = 1024
+# Rays per style step that carry the distortion loss (a random subset of the image's).
+DISTORTION_RAYS = 1024
 
 
 def source_spec(spec: JobSpec) -> JobSpec | None:
@@ -61,57 +61,71 @@ def source_spec(spec: JobSpec) -> JobSpec | None:
     except EngineError as e:
         raise EngineError("invalid_job", f"inputs.source_job: {folder} is not a readable job ({e.message})",
                           "give the folder of a finished reconstruct or dietnerf job") from None
-    if source.method not in SOURCE_METHODS:
+    source_methods = get_card(spec.method).source_methods
+    if source.method not in source_methods:
         raise EngineError("invalid_job", f"inputs.source_job: {folder} is a {source.method} job",
-                          f"give a job of method {' or '.join(SOURCE_METHODS)}")
+                          f"give a job of method {' or '.join(source_methods)}")
     return source
 
 
-def make_field(spec: JobSpec):
-    """The field as the source job built it (its hash grid settings), else as this job's options say."""
+def field_options(spec: JobSpec) -> FieldOptions:
+    """The field settings of the source job when there is one (its checkpoint is loaded into this job's field),
+    else this job's options.field."""
     source = source_spec(spec)
-    return reconstruct_field(source if source is not None else spec)
+    return (source if source is not None else spec).options.field
+
+
+def make_scene(spec: JobSpec, representation: dict | None = None) -> Scene:
+    """The styled field, for render and export. Its settings come from the checkpoint's representation (so a
+    finished job needs nothing outside its folder); checkpoints written before that was recorded fall back
+    to the source job's job.json."""
+    options = FieldOptions(**representation["field"]) if representation else field_options(spec)
+    field = build_field(options)
+    return Scene(modules={"field": field}, field=field)
 
 
 class NerfArt(Reconstruct):
-    new_field = staticmethod(make_field)
-
     def __init__(self, spec: JobSpec, device: torch.device) -> None:
         o = spec.options
+        self.field_options = field_options(spec)
         super().__init__(spec, device)
         # 1. The source field: reconstructed here first, or a finished job's (then in its object frame).
         self.source = copy.deepcopy(self.field).requires_grad_(False)
         self.modules["source"] = self.source
         source = source_spec(spec)
-        if source is None:
-            self.reconstruct_steps = o.reconstruct_steps
-        else:
-            self.reconstruct_steps = 0
+        if source is not None:
             self.load_source(spec.inputs.source_job, source, device)
-        self.total_steps = self.reconstruct_steps + spec.steps
+        reconstruct_steps = o.reconstruct_steps if source is None else 0
+        self.phases = (Phase("reconstruct", reconstruct_steps), Phase("style", spec.steps))
         # 2. Guidance: CLIP for the style losses, VGG for the structure.
-        clip = load_clip(spec.models.get("clip", NERF_ART_CLIP), device, spec.allow_downloads)
+        clip = load_clip(model_name(spec, "clip"), device, spec.allow_downloads)
         negatives = negative_styles_for(spec.prompt, list(o.negative_styles) or list(NEGATIVE_STYLES))
         self.style = StyleGuidance(clip, o.source_text, spec.prompt, negatives, o.tau, o.n_patches, o.patch_fraction)
-        self.perceptual = PerceptualLoss(load_perceptual(spec.models.get("perceptual", DEFAULT_MODELS["perceptual"]),
-                                                         device, spec.allow_downloads))
+        self.perceptual = PerceptualLoss(load_perceptual(model_name(spec, "perceptual"), device, spec.allow_downloads))
         self.source_renders: dict[int, torch.Tensor] = {}
 
+    def make_scene(self, spec: JobSpec) -> Scene:
+        return make_scene(spec, self.representation())
+
+    def representation(self) -> dict:
+        return {"field": dataclasses.asdict(self.field_options)}
+
     def load_source(self, folder, source: JobSpec, device) -> None:
-        from ..jobs.checkpoint import load_checkpoint, read_checkpoint_meta
+        from ...jobs.checkpoint import load_checkpoint, read_checkpoint_meta
 
         meta = read_checkpoint_meta(folder)
         if meta is None:
             raise EngineError("invalid_job", f"inputs.source_job: {folder} has no checkpoint",
                               "run the source job to the end first")
         modules = {"field": self.field}
-        if self.occupancy is not None and source.options.occupancy_resolution == self.occupancy.resolution:
-            modules["occupancy"] = self.occupancy
+        grid = self.empty_space.grid
+        if grid is not None and source.options.occupancy.resolution == grid.resolution:
+            modules["occupancy"] = grid
         try:
             load_checkpoint(folder, modules, None, device)
         except RuntimeError as e:
             raise EngineError("invalid_job", f"inputs.source_job: its checkpoint does not fit this job's field ({e})",
-                              "use the same options.occupancy_resolution as the source job") from None
+                              "use the same options.occupancy.resolution as the source job") from None
         self.source.load_state_dict(self.field.state_dict())
         # The capture's cameras, re-expressed in the frame the source field was fitted in.
         if meta.get("object_frame"):
@@ -121,7 +135,7 @@ class NerfArt(Reconstruct):
         log.info("style steps start from %s (step %d)", folder, meta["step"])
 
     def styling(self, step: int) -> bool:
-        return step >= self.reconstruct_steps
+        return self.phase(step).name == "style"
 
     def learning_rate(self, step: int) -> float:
         return self.spec.options.style_lr if self.styling(step) else super().learning_rate(step)
@@ -132,7 +146,7 @@ class NerfArt(Reconstruct):
         o = self.spec.options
         return {"directional": o.lambda_directional, "global_contrastive": o.lambda_global,
                 "local_contrastive": o.lambda_local, "perceptual": o.lambda_perceptual,
-                "weight_spread": o.lambda_weight_reg}
+                "distortion": o.style_lambda_distortion}
 
     def style_camera(self, index: int):
         """Rays (R,3) of training frame `index` at the style render size (long side render.size), (H, W), focal."""
@@ -147,12 +161,12 @@ class NerfArt(Reconstruct):
         if not self.styling(step):
             return super().step(step, generator)
         spec, o = self.spec, self.spec.options
-        if step == self.reconstruct_steps and spec.inputs.source_job is None:
+        if step == self.phases[0].steps and spec.inputs.source_job is None:
             # The reconstruction is done: it becomes the frozen source; Adam starts afresh for the style.
             self.source.load_state_dict(self.field.state_dict())
             self.optimizer.state.clear()
         # 1. Refresh the empty-space grid; a training pose, its rays at the style size.
-        field = self.field_for_rendering(step, generator)
+        field = self.empty_space.field_for_step(self.field, step, generator)
         index = int(self.train[torch.randint(len(self.train), (1,), generator=generator)])
         origins, dirs, (h, w), focal = self.style_camera(index)
         white = torch.ones(3, device=self.device)
@@ -179,15 +193,12 @@ class NerfArt(Reconstruct):
         chunk = o.chunk_rays or len(origins)
         _, losses, image = backprop_in_chunks(lambda o_, d_: render(field, o_, d_), origins, dirs, image_loss, chunk)
         losses = {k: torch.as_tensor(v, device=self.device) for k, v in losses.items()}
-        # 4. The ray-weight spread on a random subset of rays, with gradients, for the run loop.
-        subset = torch.randperm(len(origins), generator=generator)[:SPREAD_RAYS].to(self.device)
+        # 4. The distortion loss on a random subset of rays, with gradients, for the run loop.
+        subset = torch.randperm(len(origins), generator=generator)[:DISTORTION_RAYS].to(self.device)
         out = render_rays(field, origins[subset], dirs[subset], spec.render.samples_per_ray, None,
                           pixel_radius=PIXEL_RADIUS / focal, return_samples=True)
-        losses["weight_spread"] = weight_spread(out.weights, out.t).mean()
-        metrics = {"style_frame": float(index)}
-        if self.occupancy is not None:
-            metrics["occupied"] = self.occupancy.fraction
-        return StepOutput(losses, metrics)
+        losses["distortion"] = distortion(out.weights, out.t).mean()
+        return StepOutput(losses, {"style_frame": float(index), **self.empty_space.metrics()})
 
 
 def build(spec: JobSpec, device: torch.device) -> NerfArt:

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from ..cameras import sample_orbit
-from ..guidance.clip_consistency import SemanticConsistency
-from ..models import load_clip
-from ..render import composite, render_view
-from ..spec import JobSpec, OrbitConfig
-from .base import StepOutput
-from .reconstruct import Reconstruct, make_field
-
-# The paper's CLIP; the job's models.clip overrides it.
-DIETNERF_CLIP = "ViT-B-32/openai"
+from ...cameras import sample_orbit
+from ...guidance.clip_consistency import SemanticConsistency
+from ...models.clip import load_clip
+from ...render import composite, render_view
+from ...spec import JobSpec, OrbitConfig
+from .. import model_name
+from ..base import StepOutput
+from ..reconstruct.method import Reconstruct, make_scene
 
 
 def training_band(c2w: torch.Tensor, intrinsics: torch.Tensor, height: int) -> OrbitConfig:
@@ -43,7 +41,7 @@ class DietNeRF(Reconstruct):
         targets = cap.images[train]
         if cap.alpha is not None:
             targets = composite(targets * cap.alpha[train, ..., None], cap.alpha[train], white)
-        clip = load_clip(spec.models.get("clip", DIETNERF_CLIP), device, spec.allow_downloads)
+        clip = load_clip(model_name(spec, "clip"), device, spec.allow_downloads)
         self.semantic = SemanticConsistency(clip, targets.to(device))
         self.band = training_band(cap.c2w[train], cap.intrinsics[train], cap.size[0])
 
@@ -59,7 +57,7 @@ class DietNeRF(Reconstruct):
     def step(self, step: int, generator: torch.Generator) -> StepOutput:
         o = self.spec.options
         # 1-3. Refresh the empty-space grid; photometric loss on random training rays.
-        field = self.field_for_rendering(step, generator)
+        field = self.empty_space.field_for_step(self.field, step, generator)
         losses, metrics = self.photometric(field, o.rays_per_step, generator)
         # 4. Every k steps: a render from a random pose should embed like a random training photo.
         if self.semantic_step(step):
@@ -70,13 +68,11 @@ class DietNeRF(Reconstruct):
             image = composite(out.rgb, out.opacity, torch.ones(3, device=self.device))
             losses.update(self.semantic.loss(image[None], target))
             metrics["semantic_cosine"] = 1 - losses["semantic"].item()
-        if self.occupancy is not None:
-            metrics["occupied"] = self.occupancy.fraction
-        return StepOutput(losses, metrics)
+        return StepOutput(losses, {**metrics, **self.empty_space.metrics()})
 
 
 def build(spec: JobSpec, device: torch.device) -> DietNeRF:
     return DietNeRF(spec, device)
 
 
-__all__ = ["DietNeRF", "build", "make_field", "training_band"]
+__all__ = ["DietNeRF", "build", "make_scene", "training_band"]

@@ -4,44 +4,48 @@ Follows the paper and google-research/dreamfields: CLIP similarity over random c
 renders composited on random backgrounds, a transmittance loss whose target anneals from
 40% to 88% (against fog), Adam with eps 1e-5 and an exponential learning-rate warm-up,
 cameras all around the object. Where we depart: the default backbone is a hash grid (the
-paper's MLP is `options.field = "mlp"`), which makes the NeRF a small share of each step.
+paper's MLP is `options.field.backbone = "mlp"`), which makes the NeRF a small share of each step.
 """
 from __future__ import annotations
 
 import torch
 
-from ..cameras import sample_orbit
-from ..fields import HashGridField, MLPField
-from ..guidance.clip_similarity import ClipSimilarity
-from ..models import DEFAULT_MODELS, load_clip
-from ..render import composite, render_view
-from ..render.background import random_background
-from ..render.occupancy import OccupancyGrid, skip_empty
-from ..spec import JobSpec
-from .base import StepOutput, exponential_ramp
+from ...cameras import sample_orbit
+from ...captures import ObjectFrame
+from ...fields import build_field
+from ...guidance.clip_similarity import ClipSimilarity
+from ...models.clip import load_clip
+from ...render import composite, render_view
+from ...render.background import random_background
+from ...render.occupancy import EmptySpace
+from ...spec import JobSpec
+from .. import model_name
+from ..base import Method, Phase, Scene, StepOutput, exponential_ramp
 
 
-def make_field(spec: JobSpec):
+def make_scene(spec: JobSpec, representation: dict | None = None) -> Scene:
+    """The field alone, as job.json's options.field describes it (for render and export)."""
     o = spec.options
-    if o.field == "mlp":
-        return MLPField(width=o.mlp_width or 128, blocks=o.mlp_blocks)
-    return HashGridField(levels=o.hash_levels, log2_size=o.hash_log2_size,
-                         max_resolution=o.hash_max_resolution, width=o.mlp_width or 64)
+    field = build_field(o.field, default_width=128 if o.field.backbone == "mlp" else 64)
+    return Scene(modules={"field": field}, field=field)
 
 
-class DreamFields:
+class DreamFields(Method):
     def __init__(self, spec: JobSpec, device: torch.device) -> None:
         o = spec.options
         self.spec, self.device = spec, device
-        self.field = make_field(spec).to(device)
-        self.modules = {"field": self.field}
-        self.occupancy = None
-        if o.occupancy_resolution:
-            self.occupancy = OccupancyGrid(o.occupancy_resolution, o.occupancy_threshold).to(device)
-            self.modules["occupancy"] = self.occupancy
-        clip = load_clip(spec.models.get("clip", DEFAULT_MODELS["clip"]), device, spec.allow_downloads)
+        self.phases = (Phase("generate", spec.steps),)
+        self.frame = ObjectFrame(tuple(spec.orbit.look_at), 1.0)
+        # 1. The field and its empty-space grid.
+        self.scene = make_scene(spec)
+        self.field = self.scene.modules["field"].to(device)
+        self.empty_space = EmptySpace(o.occupancy, device)
+        self.modules = {"field": self.field, **self.empty_space.modules}
+        # 2. Guidance: CLIP similarity of random crops to the prompt.
+        clip = load_clip(model_name(spec, "clip"), device, spec.allow_downloads)
         self.guidance = ClipSimilarity(clip, spec.prompt, o.n_augments, o.crop_fraction)
-        self.peak_lr = o.lr if o.lr is not None else (1e-4 if o.field == "mlp" else 5e-3)
+        # 3. Adam with the paper's eps; the learning rate depends on the backbone.
+        self.peak_lr = o.lr if o.lr is not None else (1e-4 if o.field.backbone == "mlp" else 5e-3)
         self.optimizer = torch.optim.Adam(self.field.parameters(), lr=self.peak_lr, eps=1e-5)
         # The paper's schedules are for 10k-step runs; a short run spends at most a fifth of
         # its steps warming up and annealing, so it still reaches the final settings.
@@ -61,11 +65,7 @@ class DreamFields:
     def step(self, step: int, generator: torch.Generator) -> StepOutput:
         spec, o = self.spec, self.spec.options
         # 1. Refresh the empty-space grid on its schedule; a random camera on the orbit.
-        field = self.field
-        if self.occupancy is not None:
-            if step % o.occupancy_every == 0:
-                self.occupancy.update(self.field, generator)
-            field = skip_empty(self.field, self.occupancy)
+        field = self.empty_space.field_for_step(self.field, step, generator)
         view = sample_orbit(spec.orbit, 1, generator)
         # 2. Render with gradients.
         out = render_view(field, view.c2w[0].to(self.device), float(view.fov_deg[0]), spec.render.size,
@@ -78,9 +78,8 @@ class DreamFields:
         transmittance = (1 - out.opacity).mean()
         target = self.transmittance_target(step)
         losses["transmittance"] = -torch.clamp(transmittance, max=target)
-        metrics = {"transmittance": transmittance.item(), "transmittance_target": target}
-        if self.occupancy is not None:
-            metrics["occupied"] = self.occupancy.fraction
+        metrics = {"transmittance": transmittance.item(), "transmittance_target": target,
+                   **self.empty_space.metrics()}
         return StepOutput(losses, metrics)
 
 

@@ -18,41 +18,29 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..cameras import camera_rays, focal_from_fov, sample_orbit
-from ..fields import HashGridField
-from ..fields.base import FieldOutput, TruncExp, inside_cube
-from ..guidance.sds import ScoreDistillation
-from ..models import DEFAULT_MODELS, load_diffusion
-from ..render import composite, render_view
-from ..render.occupancy import OccupancyGrid, skip_empty
-from ..render.shading import shade, surface_normals
-from ..spec import JobSpec
-from .base import StepOutput
+from ...cameras import camera_rays, focal_from_fov, sample_orbit
+from ...captures import ObjectFrame
+from ...fields import build_field
+from ...guidance.sds import ScoreDistillation
+from ...losses import opacity_entropy, orientation
+from ...models.diffusion import load_diffusion
+from ...render import composite, render_view
+from ...render.occupancy import EmptySpace
+from ...render.shading import SHADINGS, shade, surface_normals
+from ...spec import JobSpec
+from .. import model_name
+from ..base import Method, Phase, Scene, StepOutput
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # stable-dreamfusion's mix once the warm-up is over: 20% albedo, 40% textureless, 40% lambertian.
 ALBEDO_P, TEXTURELESS_P = 0.2, 0.4
 
 
-class BlobHashGridField(HashGridField):
-    """HashGridField whose density starts as a ball: blob_density * (1 - |x| / blob_radius) is added before
-    the exponential (threestudio's magic3d blob), so SDS shapes an object instead of growing one from fog."""
-
-    def __init__(self, blob_density: float, blob_radius: float, **kw) -> None:
-        super().__init__(**kw)
-        self.blob_density, self.blob_radius = blob_density, blob_radius
-
-    def forward(self, x: torch.Tensor, radius: torch.Tensor | None = None) -> FieldOutput:
-        h = self.mlp(self.encoding(x))
-        blob = self.blob_density * (1 - x.norm(dim=-1) / self.blob_radius)
-        density = TruncExp.apply(h[:, 0] + blob + self.density_bias) * inside_cube(x)
-        return FieldOutput(density=density, albedo=torch.sigmoid(h[:, 1:]))
-
-
-def make_field(spec: JobSpec):
+def make_scene(spec: JobSpec, representation: dict | None = None) -> Scene:
+    """The hash grid with its starting density blob, as job.json's options describe it (for render and export)."""
     o = spec.options
-    return BlobHashGridField(o.blob_density, o.blob_radius, levels=o.hash_levels, log2_size=o.hash_log2_size,
-                             max_resolution=o.hash_max_resolution, width=o.mlp_width)
+    field = build_field(o.field, blob_density=o.blob_density, blob_radius=o.blob_radius)
+    return Scene(modules={"field": field}, field=field)
 
 
 def model_dtype(precision: str, device: torch.device) -> torch.dtype:
@@ -62,26 +50,28 @@ def model_dtype(precision: str, device: torch.device) -> torch.dtype:
     return DTYPES[precision]
 
 
-class DreamFusion:
+class DreamFusion(Method):
     def __init__(self, spec: JobSpec, device: torch.device) -> None:
         o = spec.options
         self.spec, self.device = spec, device
-        self.field = make_field(spec).to(device)
-        self.modules = {"field": self.field}
-        self.occupancy = None
-        if o.occupancy_resolution:
-            self.occupancy = OccupancyGrid(o.occupancy_resolution, o.occupancy_threshold).to(device)
-            self.modules["occupancy"] = self.occupancy
+        self.phases = (Phase("generate", spec.steps),)
+        self.frame = ObjectFrame(tuple(spec.orbit.look_at), 1.0)
+        # 1. The field (a hash grid that starts as a blob) and its empty-space grid.
+        self.scene = make_scene(spec)
+        self.field = self.scene.modules["field"].to(device)
+        self.empty_space = EmptySpace(o.occupancy, device)
+        self.modules = {"field": self.field, **self.empty_space.modules}
+        # 2. Guidance: SDS through Stable Diffusion.
         # With cpu_offload the models stay on the CPU and visit the device one at a time (by hand:
         # accelerate is not a dependency).
         offload = o.cpu_offload and device.type == "cuda"
-        models = load_diffusion(spec.models.get("diffusion", DEFAULT_MODELS["diffusion"]),
+        models = load_diffusion(model_name(spec, "diffusion"),
                                 "cpu" if offload else device, model_dtype(o.precision, device), spec.allow_downloads)
         if o.attention_slicing:
             models.unet.set_attention_slice("auto")
         self.guidance = ScoreDistillation(models, spec.prompt, spec.negative_prompt, o.guidance_scale, o.t_range,
                                           o.overhead_deg, device, offload)
-        # threestudio's eps for hash grids: Adam's default 1e-8 damps the updates of rarely-hit entries.
+        # 3. Adam; threestudio's eps for hash grids: Adam's default 1e-8 damps the updates of rarely-hit entries.
         self.optimizer = torch.optim.Adam(self.field.parameters(), lr=o.lr, betas=(0.9, 0.99), eps=1e-15)
         # Schedules are for 10k-step runs; a short run still reaches the final settings.
         self.warmup = min(o.albedo_warmup_steps, spec.steps // 5)
@@ -97,13 +87,9 @@ class DreamFusion:
         return {"sds": 1.0, "orientation": o.lambda_orientation * ramp, "opacity": o.lambda_opacity * ramp}
 
     def step(self, step: int, generator: torch.Generator) -> StepOutput:
-        spec, o, size = self.spec, self.spec.options, self.spec.render.size
+        spec, size = self.spec, self.spec.render.size
         # 1. Refresh the empty-space grid on its schedule; a random camera, shading, light and background.
-        field = self.field
-        if self.occupancy is not None:
-            if step % o.occupancy_every == 0:
-                self.occupancy.update(self.field, generator)
-            field = skip_empty(self.field, self.occupancy)
+        field = self.empty_space.field_for_step(self.field, step, generator)
         view = sample_orbit(spec.orbit, 1, generator)
         u, jitter = torch.rand(6, generator=generator).tolist(), torch.randn(3, generator=generator)
         # Latent steps are albedo-only, as Latent-NeRF's latent renders are unshaded: shape and colour first.
@@ -127,15 +113,11 @@ class DreamFusion:
         # 4. SDS under the view prompt (in the latent warm-up without the VAE encoder); regularisers on
         # the normals and the opacity.
         losses = self.guidance.loss(image, view, generator, approximate=latent)
-        # Normals facing away from the camera on visible surfaces (Ref-NeRF's orientation loss).
-        losses["orientation"] = (opacity.detach() * (normals * dirs).sum(-1).clamp(min=0).square()).mean()
-        # Binary entropy: each ray either fully empty or fully opaque, no fog.
-        a = opacity.clamp(1e-5, 1 - 1e-5)
-        losses["opacity"] = -(a * torch.log2(a) + (1 - a) * torch.log2(1 - a)).mean()
+        losses["orientation"] = orientation(normals, dirs, opacity)
+        losses["opacity"] = opacity_entropy(opacity)
         metrics = {"opacity": opacity.mean().item(),
-                   "shading": float(("albedo", "lambertian", "textureless").index(mode)), "latent": float(latent)}
-        if self.occupancy is not None:
-            metrics["occupied"] = self.occupancy.fraction
+                   "shading": float(SHADINGS.index(mode)), "latent": float(latent),
+                   **self.empty_space.metrics()}
         return StepOutput(losses, metrics)
 
 

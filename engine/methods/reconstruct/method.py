@@ -16,22 +16,22 @@ import math
 
 import torch
 
-from ..captures import Capture, capture_rays, load_capture
-from ..fields import HashGridField
-from ..render import composite, render_rays
-from ..render.image import PIXEL_RADIUS, render_pixels
-from ..render.occupancy import OccupancyGrid, skip_empty
-from ..render.volume import weight_spread
-from ..spec import JobSpec
-from .base import StepOutput, exponential_ramp
+from ...captures import Capture, capture_rays, load_capture
+from ...fields import build_field
+from ...losses import distortion, opacity_entropy
+from ...render import composite, render_rays
+from ...render.image import PIXEL_RADIUS, render_pixels
+from ...render.occupancy import EmptySpace
+from ...spec import JobSpec
+from ..base import Method, Phase, Scene, StepOutput, exponential_ramp
 
 log = logging.getLogger("engine.reconstruct")
 
 
-def make_field(spec: JobSpec) -> HashGridField:
-    o = spec.options
-    return HashGridField(levels=o.hash_levels, log2_size=o.hash_log2_size, max_resolution=o.hash_max_resolution,
-                         width=o.mlp_width)
+def make_scene(spec: JobSpec, representation: dict | None = None) -> Scene:
+    """The hash grid job.json's options.field describes (for render and export)."""
+    field = build_field(spec.options.field)
+    return Scene(modules={"field": field}, field=field)
 
 
 def border_colour(capture: Capture) -> torch.Tensor:
@@ -46,13 +46,11 @@ def psnr(mse: float) -> float:
     return -10 * math.log10(max(mse, 1e-10))
 
 
-class Reconstruct:
-    new_field = staticmethod(make_field)
-    """How a subclass builds its field (NeRF-Art: as its source job did)."""
-
+class Reconstruct(Method):
     def __init__(self, spec: JobSpec, device: torch.device) -> None:
         o = spec.options
         self.spec, self.device = spec, device
+        self.phases = (Phase("reconstruct", spec.steps),)
         # 1. The capture, checked and placed in the object cube; its frame sends the mesh back.
         self.capture = load_capture(spec.inputs.capture, o.max_image_size, o.holdout_every)
         self.frame = self.capture.frame
@@ -64,31 +62,24 @@ class Reconstruct:
                  self.capture.source, len(self.train), int(self.capture.test.sum()), w, h, self.frame.to_dict())
         self.background = None if self.capture.alpha is not None else border_colour(self.capture).to(device)
         # 2. The field, empty-space grid and optimiser.
-        self.field = self.new_field(spec).to(device)
-        self.modules = {"field": self.field}
-        self.occupancy = None
-        if o.occupancy_resolution:
-            self.occupancy = OccupancyGrid(o.occupancy_resolution, o.occupancy_threshold).to(device)
-            self.modules["occupancy"] = self.occupancy
+        self.scene = self.make_scene(spec)
+        self.field = self.scene.modules["field"].to(device)
+        self.empty_space = EmptySpace(o.occupancy, device)
+        self.modules = {"field": self.field, **self.empty_space.modules}
         # instant-ngp's Adam: eps 1e-15 so rarely-hit hash entries still move.
         self.optimizer = torch.optim.Adam(self.field.parameters(), lr=o.lr, betas=(0.9, 0.99), eps=1e-15)
-        self.reconstruct_steps = spec.steps
+
+    def make_scene(self, spec: JobSpec) -> Scene:
+        """The field this method trains (NeRF-Art: as its source job built it)."""
+        return make_scene(spec)
 
     def learning_rate(self, step: int) -> float:
         o = self.spec.options
-        return exponential_ramp(step, self.reconstruct_steps, o.lr, o.lr * o.lr_final_fraction)
+        return exponential_ramp(step, self.phases[0].steps, o.lr, o.lr * o.lr_final_fraction)
 
     def weights(self, step: int) -> dict[str, float]:
         o = self.spec.options
         return {"rgb": 1.0, "opacity": o.lambda_opacity, "distortion": o.lambda_distortion}
-
-    def field_for_rendering(self, step: int, generator: torch.Generator):
-        """The field behind the empty-space grid, refreshed on its schedule."""
-        if self.occupancy is None:
-            return self.field
-        if step % self.spec.options.occupancy_every == 0:
-            self.occupancy.update(self.field, generator)
-        return skip_empty(self.field, self.occupancy)
 
     def sample_rays(self, n: int, generator: torch.Generator):
         """n random pixels of the training images: origins, dirs (n,3), target rgb (n,3), alpha (n,) or None,
@@ -119,19 +110,16 @@ class Reconstruct:
             background = self.background
         rgb = composite(out.rgb, out.opacity, background)
         mse = (rgb - target).square().mean()
-        a = out.opacity.clamp(1e-5, 1 - 1e-5)
-        entropy = -(a * torch.log2(a) + (1 - a) * torch.log2(1 - a)).mean()
         # t in object units: a ray crosses the cube in up to 3.5, where mip-NeRF 360 normalises to [0, 1].
-        distortion = weight_spread(out.weights, out.t, out.delta).mean()
-        return {"rgb": mse, "opacity": entropy, "distortion": distortion}, {"psnr": psnr(mse.item())}
+        losses = {"rgb": mse, "opacity": opacity_entropy(out.opacity),
+                  "distortion": distortion(out.weights, out.t, out.delta).mean()}
+        return losses, {"psnr": psnr(mse.item())}
 
     def step(self, step: int, generator: torch.Generator) -> StepOutput:
         # 1. Refresh the empty-space grid; 2. render random training rays; 3. compare with the photos.
-        field = self.field_for_rendering(step, generator)
+        field = self.empty_space.field_for_step(self.field, step, generator)
         losses, metrics = self.photometric(field, self.spec.options.rays_per_step, generator)
-        if self.occupancy is not None:
-            metrics["occupied"] = self.occupancy.fraction
-        return StepOutput(losses, metrics)
+        return StepOutput(losses, {**metrics, **self.empty_space.metrics()})
 
     def render_frame(self, index: int, background: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
         """Frame `index` of the capture rendered over `background` (3,): (H,W,3), without gradients."""
@@ -143,7 +131,7 @@ class Reconstruct:
 
     def evaluate(self, job_dir) -> dict:
         """PSNR on the held-out frames (over white where the photos have alpha); renders them into result/eval/."""
-        from ..jobs.images import save_png
+        from ...jobs.images import save_png
 
         test = self.capture.split(True)
         if not len(test):

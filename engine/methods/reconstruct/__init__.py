@@ -1,0 +1,74 @@
+"""Reconstruction: a field fitted to a capture's photos (NeRF, Mildenhall et al. ECCV 2020, with instant-ngp's
+choices, Mueller et al. SIGGRAPH 2022). The card and options; the composition root is method.py."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...options import FieldOptions, OccupancyOptions, check, check_hashgrid_only
+from ..base import MethodCard, Quality
+
+# Capture methods: the cameras come from the capture; the orbit only sets the preview and
+# turntable views (capture cameras are normalised to sit around radius 4, engine/captures.py).
+# render.size is the side of previews (and of NeRF-Art's style renders); training draws rays.
+CAPTURE_ORBIT = {"radius": (4.0, 4.0), "elevation_deg": (30.0, 30.0), "azimuth_deg": (0.0, 360.0),
+                 "fov_deg": (40.0, 40.0)}
+CAPTURE_DEFAULTS = {"steps": 3000, "render": {"size": 64, "samples_per_ray": 96}, "orbit": CAPTURE_ORBIT}
+# Rays are drawn from the photos; instant-ngp looks good after a few thousand steps.
+CAPTURE_PRESETS = {"draft": Quality(steps=500, render_size=64, mesh_resolution=128),
+                   "standard": Quality(steps=3000, render_size=64, mesh_resolution=256),
+                   "high": Quality(steps=10000, render_size=128, mesh_resolution=256)}
+
+
+@dataclass(frozen=True)
+class ReconstructOptions:
+    """Fit a field to a capture's photos (a NeRF with instant-ngp's hash grid and empty-space skipping)."""
+
+    rays_per_step: int = 4096
+    """Random rays (pixels drawn from all training images) per step (instant-ngp trains on batches of rays)."""
+    lr: float = 1e-2
+    """Adam learning rate of the hash grid and its MLP (instant-ngp, threestudio)."""
+    lr_final_fraction: float = 0.1
+    """The learning rate decays exponentially to this fraction of lr over the run."""
+    max_image_size: int = 512
+    """Images larger than this (longest side, pixels) are downsampled on load; intrinsics follow."""
+    holdout_every: int = 0
+    """Hold out every k-th frame (0 = none) as test views: not trained on, their PSNR is reported at the end.
+    The NeRF-synthetic layout's transforms_test.json frames are always test views."""
+    field: FieldOptions = FieldOptions(backbone="hashgrid", hash_levels=12, hash_log2_size=19,
+                                       hash_max_resolution=1024, mlp_width=64)
+    """The hash grid: 12 levels to 1024 cells (photos carry more detail than 64 px SDS renders), MLP width 64
+    (instant-ngp)."""
+    occupancy: OccupancyOptions = OccupancyOptions()
+    """The empty-space grid."""
+    lambda_opacity: float = 1e-3
+    """Weight of the binary entropy of each ray's opacity against floaters and fog (0 = off)."""
+    lambda_distortion: float = 0.01
+    """Weight of mip-NeRF 360's distortion loss (each ray's weights gathered on one thin surface):
+    crisper surfaces and fewer floaters for the mesh (mip-NeRF 360: 0.01; 0 = off)."""
+
+    def validate(self, key: str) -> None:
+        check(self.lambda_distortion >= 0, f"{key}.lambda_distortion", self.lambda_distortion, "must be >= 0")
+        check(64 <= self.rays_per_step <= 1 << 20, f"{key}.rays_per_step", self.rays_per_step,
+              "must be between 64 and 1048576")
+        check(0 < self.lr < 1, f"{key}.lr", self.lr, "must be in (0, 1)")
+        check(0 < self.lr_final_fraction <= 1, f"{key}.lr_final_fraction", self.lr_final_fraction, "must be in (0, 1]")
+        check(16 <= self.max_image_size <= 8192, f"{key}.max_image_size", self.max_image_size,
+              "must be between 16 and 8192")
+        check(self.holdout_every == 0 or self.holdout_every >= 2, f"{key}.holdout_every", self.holdout_every,
+              "must be 0 (no held-out frames) or >= 2")
+        check_hashgrid_only(self, key)
+        check(self.lambda_opacity >= 0, f"{key}.lambda_opacity", self.lambda_opacity, "must be >= 0")
+
+
+CARD = MethodCard(
+    name="reconstruct",
+    title="Reconstruct",
+    summary="Fit a textured mesh to the capture's photos",
+    source="NeRF (Mildenhall et al., ECCV 2020, arXiv 2003.08934) with instant-ngp's hash grid, empty-space "
+           "skipping and training (Mueller et al., SIGGRAPH 2022, arXiv 2201.05989)",
+    input="capture",
+    takes_prompt=False,
+    options=ReconstructOptions,
+    defaults=CAPTURE_DEFAULTS,
+    presets=CAPTURE_PRESETS,
+)
