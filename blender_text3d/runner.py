@@ -119,6 +119,8 @@ class RunState:
     """Estimated seconds left."""
     losses: dict = field(default_factory=dict)
     """Latest losses by name."""
+    phase: str = ""
+    """The method's current phase (e.g. NeRF-Art's "reconstruct", then "style"); "" before one is reported."""
     preview: Path | None = None
     """Latest preview image."""
     preview_mesh: Path | None = None
@@ -279,6 +281,8 @@ class EngineRun:
             s.total = _number(event.get("total"), s.total)
             s.elapsed_s = _number(event.get("elapsed_s"), s.elapsed_s)
             s.eta_s = _number(event.get("eta_s"))
+            if isinstance(event.get("phase"), str):
+                s.phase = event["phase"]
             losses = event.get("losses")
             if isinstance(losses, dict):
                 s.losses = {k: v for k, v in losses.items() if _number(v) is not None}

@@ -184,7 +184,8 @@ def _draw_running(layout, job) -> None:
     elif state.info:
         layout.label(text=f"{state.info.get('method', '')} on {state.info.get('device', '?')}")
     if state.total:
-        text = f"{state.step}/{state.total}  ETA {_duration(state.eta_s)}"
+        phase = f"{state.phase.capitalize()} " if state.phase else ""
+        text = f"{phase}{state.step}/{state.total}  ETA {_duration(state.eta_s)}"
         layout.progress(factor=state.step / state.total, type="BAR", text=text)
     if job.preview_image is not None and job.preview_image.icon_id:  # 0 in background Blender
         layout.template_icon(icon_value=job.preview_image.icon_id, scale=8)

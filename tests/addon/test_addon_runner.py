@@ -60,6 +60,7 @@ def test_events_are_parsed_into_state(tmp_path, fake):
     s = run.state
     assert s.status == "succeeded" and s.returncode == 0 and s.error is None
     assert (s.step, s.total) == (6, 6) and set(s.losses) == {"clip", "transmittance"}
+    assert s.phase == "generate"
     assert s.info["method"] == "dream_fields" and s.preview.is_file()
     assert s.artifacts["mesh"] == tmp_path / "result" / "mesh.npz" and s.preview_mesh.is_file()
     assert [e["event"] for e in seen][0] == "started" and seen[-1] == {"event": "finished", "status": "succeeded"}

@@ -78,6 +78,7 @@ def test_panels_draw_in_every_job_state(scene, tmp_path, fake):
     texts = draw_all(bpy.context)
     assert "a drawn chair" in texts and "a waiting lamp" in texts
     assert any("/200  ETA" in t for t in texts) and any(t.startswith("clip:") for t in texts)
+    assert any(t.startswith("Generate ") and "/200" in t for t in texts)  # the method's phase
 
     running.cancel()
     queued.cancel()

@@ -177,7 +177,8 @@ def main(argv):
             return 8
         elapsed = time.monotonic() - start
         emit(event="progress", step=step, total=steps, elapsed_s=elapsed,
-             eta_s=elapsed / step * (steps - step), losses={"clip": -0.2 - step / steps, "transmittance": 0.1})
+             eta_s=elapsed / step * (steps - step), losses={"clip": -0.2 - step / steps, "transmittance": 0.1},
+             phase="generate")
         if mode == "crash" and step == steps // 2:
             log.write("about to crash: fake failure\n")
             log.flush()
