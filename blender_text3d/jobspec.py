@@ -239,7 +239,9 @@ def build_job(s: Settings) -> dict:
     orbit = _orbit(s)
     if orbit:
         job["orbit"] = orbit
-    models = _models(s.models)
+    # Only the roles the method loads: the preferences name a model for every role.
+    roles = engine_methods.CARDS[s.method].roles
+    models = {role: name for role, name in _models(s.models).items() if role in roles}
     if models:
         job["models"] = models
     job["allow_downloads"] = bool(s.allow_downloads)

@@ -198,7 +198,7 @@ def parse_job(raw: Any) -> JobSpec:
             section_cls = hints[name]
             values[name] = _parse_section(section_cls, raw.get(name, {}), name, defaults.get(name, {}))
         elif name == "options":
-            values[name] = _parse_section(card.options, upgrade_options(raw.get(name, {})), name, {})
+            values[name] = _parse_section(card.options, upgrade_options(raw.get(name, {}), card.options), name, {})
         elif name == "models":
             values[name] = _parse_models(raw.get(name, {}))
         elif name in raw:
@@ -224,15 +224,19 @@ def parse_job(raw: Any) -> JobSpec:
     return spec
 
 
-def upgrade_options(raw: Any) -> Any:
-    """job.json options written for engines before the nested sections -> today's keys.
+def upgrade_options(raw: Any, options_cls: type) -> Any:
+    """job.json options written for engines before the nested sections -> today's keys, for a method whose
+    options dataclass is `options_cls`.
 
     Flat field and empty-space keys (`hash_levels`, `occupancy_resolution`, ...) move into
     `field` / `occupancy`; Dream Fields' `"field": "mlp"` becomes `field.backbone`; NeRF-Art's
-    `lambda_weight_reg` is `style_lambda_distortion`. A key given both ways is an error naming the new one.
+    `lambda_weight_reg` is `style_lambda_distortion`. Only keys whose new home the method has move
+    (others stay, to be refused as unknown under the name the job used). A key given both ways is an
+    error naming the new one.
     """
     if not isinstance(raw, dict):
         return raw
+    homes = {f.name for f in fields(options_cls)}
     out = dict(raw)
     if isinstance(out.get("field"), str):
         if out["field"] not in BACKBONES:
@@ -240,7 +244,7 @@ def upgrade_options(raw: Any) -> Any:
                               hint='set options.field.backbone to "hashgrid" or "mlp"')
         out["field"] = {"backbone": out["field"]}
     for old, path in LEGACY_OPTION_KEYS.items():
-        if old not in out:
+        if old not in out or path[0] not in homes:
             continue
         value = out.pop(old)
         target = out
@@ -255,6 +259,28 @@ def upgrade_options(raw: Any) -> Any:
                               hint=f"give it once, as {new}")
         target[path[-1]] = value
     return out
+
+
+def job_warnings(raw: dict) -> list[str]:
+    """What a valid job.json asks for that the method will not do, or says the old way: settings it ignores
+    (a prompt for a method without one, a model role it does not load) and option keys of older engines."""
+    card = get_card(raw["method"])
+    warnings = []
+    if not card.takes_prompt and str(raw.get("prompt", "")).strip():
+        warnings.append(f"prompt is ignored: {card.name} takes no prompt")
+    if "diffusion" not in card.roles and str(raw.get("negative_prompt", "")).strip():
+        warnings.append(f"negative_prompt is ignored: {card.name} has no diffusion guidance")
+    for role in raw.get("models", {}):
+        if role not in card.roles:
+            warnings.append(f"models.{role} is not used by {card.name} (it loads: {', '.join(card.roles) or 'none'})")
+    options = raw.get("options", {})
+    homes = {f.name for f in fields(card.options)}
+    for old, path in LEGACY_OPTION_KEYS.items():
+        if old in options and path[0] in homes:
+            warnings.append(f"options.{old} is the old name of options.{'.'.join(path)}; it still works")
+    if isinstance(options.get("field"), str):
+        warnings.append(f'options.field "{options["field"]}" is the old form of options.field.backbone; it still works')
+    return warnings
 
 
 _TOP_DEFAULTS: dict[str, Any] = {
@@ -304,20 +330,27 @@ def _parse_section(cls: type, raw: Any, key: str, defaults: dict) -> Any:
     for name, f in names.items():
         if name in raw and dataclasses.is_dataclass(hints[name]):
             # A nested section (options.field, options.occupancy): its defaults are the method's.
-            nested = f.default if f.default is not MISSING else None
-            base = {} if nested is None else {g.name: getattr(nested, g.name) for g in fields(nested)}
+            nested = _default(f)
+            base = {} if nested is MISSING else {g.name: getattr(nested, g.name) for g in fields(nested)}
             values[name] = _parse_section(hints[name], raw[name], f"{key}.{name}", base)
         elif name in raw:
             values[name] = _coerce(hints[name], raw[name], f"{key}.{name}")
         elif name in defaults:
             values[name] = defaults[name]
-        elif f.default is not MISSING:
+        elif _default(f) is not MISSING:
             continue
         else:
             raise invalid_job(f"{key}.{name}", None, "is required")
     obj = cls(**values)
     obj.validate(key)
     return obj
+
+
+def _default(f: dataclasses.Field) -> Any:
+    """A dataclass field's default, from `default` or `default_factory`; MISSING when it has none."""
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else MISSING
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:

@@ -6,6 +6,7 @@ the network policy is set, so a bad job fails fast and offline means offline.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import EXIT_CODES, EngineError
-from ..spec import load_job, parse_job
+from ..spec import job_warnings, load_job, parse_job
 from .events import EventStream, setup_logging
 
 log = logging.getLogger("engine.run")
@@ -111,6 +112,9 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
         device = pick_device(spec.device)
         events.emit("started", method=spec.method, steps=spec.steps, device=str(device), resume=resume,
                     pid=os.getpid(), job=spec.to_dict())
+        # What the job asks for that will not happen (a setting the method ignores), or says the old way.
+        for warning in job_warnings(json.loads((job_dir / "job.json").read_text(encoding="utf-8"))):
+            log.warning("job.json: %s", warning)
         # 3. Seed, then build the method (its representation, guidance models, optimiser); it knows its
         # phases (NeRF-Art reconstructs before it styles) and where its object cube sits in the world.
         torch.manual_seed(spec.seed)

@@ -11,8 +11,16 @@ from types import ModuleType
 
 from ..errors import invalid_job
 from ..models.registry import DEFAULT_MODELS
-from . import dietnerf, dream_fields, dreamfusion, nerf_art, reconstruct
 from .base import Method, MethodCard, Phase, Quality, Scene, StepOutput
+
+REGISTERED = (
+    "dream_fields",
+    "dreamfusion",
+    "nerf_art",
+    "reconstruct",
+    "dietnerf",
+)
+"""The method packages of this engine (engine/methods/NAME/), in menu order: adding a method is one line here."""
 
 CARDS: dict[str, MethodCard] = {}
 """Method name -> card, in menu order. Filled by register() only."""
@@ -35,8 +43,8 @@ def unregister(name: str) -> None:
     del CARDS[name]
 
 
-for _card in (dream_fields.CARD, dreamfusion.CARD, nerf_art.CARD, reconstruct.CARD, dietnerf.CARD):
-    register(_card)
+for _package in REGISTERED:
+    register(importlib.import_module(f"{__name__}.{_package}").CARD)
 
 
 def get_card(name: str) -> MethodCard:

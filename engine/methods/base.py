@@ -7,8 +7,8 @@ A method lives in one package, `engine/methods/NAME/`:
 - `method.py`: the composition root. `build(spec, device) -> Method` wires the representation,
   guidance, losses and optimiser in plain sight; `make_scene(spec, representation) -> Scene`
   rebuilds the trained representation alone, from what the checkpoint recorded.
-It is registered by one line in `engine/methods/__init__.py`. docs/ARCHITECTURE.md walks
-through adding one.
+It is registered by one line (its name in REGISTERED) in `engine/methods/__init__.py`.
+docs/ARCHITECTURE.md walks through adding one.
 """
 from __future__ import annotations
 

@@ -43,6 +43,8 @@ def test_overrides_beat_the_preset_and_everything_is_written():
                             "fov_deg": [40.0, 70.0]}
     assert job["export"] == {"resolution": 128, "threshold": 0.5, "texture_size": 256, "formats": ["npz"]}
     assert job["models"] == {"clip": "ViT-B-16/openai"}  # blank entries mean "engine default"
+    other = build_job(Settings(prompt="a lamp", models={"clip": "c", "diffusion": "d", "perceptual": "p"}))
+    assert other["models"] == {"clip": "c"}  # only the roles Dream Fields loads
     assert job["preview_mesh_every"] == 0 and job["preview_every"] == 1
     assert job["negative_prompt"] == "blurry" and job["options"] == {"field": "mlp"}
     assert set(job) <= TOP_LEVEL_KEYS

@@ -37,7 +37,8 @@ def tiny_models(tmp_path_factory) -> dict:
 
 
 # Small enough for a 2-core CPU: a few seconds per dozen steps.
-TINY_OPTIONS = {"n_augments": 2, "hash_levels": 4, "hash_log2_size": 12, "hash_max_resolution": 64, "mlp_width": 16}
+TINY_OPTIONS = {"n_augments": 2, "field": {"hash_levels": 4, "hash_log2_size": 12, "hash_max_resolution": 64,
+                                           "mlp_width": 16}}
 
 
 def write_job(job_dir: Path, models: dict, **overrides) -> Path:

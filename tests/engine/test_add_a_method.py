@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
@@ -19,6 +19,7 @@ from engine.fields.base import FieldOutput
 from engine.jobs import offline
 from engine.jobs.run import run_job
 from engine.methods import CARDS, Method, MethodCard, Phase, Quality, Scene, StepOutput, register, unregister
+from engine.options import OccupancyOptions
 from engine.render.volume import RenderOutput, ray_cube_intersect
 from engine.spec import parse_job
 
@@ -27,6 +28,8 @@ from engine.spec import parse_job
 class ToySphereOptions:
     target_radius: float = 0.6
     """Radius the sphere should reach, in object units."""
+    occupancy: OccupancyOptions = field(default_factory=lambda: OccupancyOptions(resolution=0))
+    """A nested section with a default_factory (unused by the sphere; parsed like any method's)."""
 
     def validate(self, key: str) -> None:
         if not 0 < self.target_radius < 1:
@@ -110,6 +113,8 @@ def toy_method():
 def test_a_registered_method_is_validated_listed_and_run(toy_method, tmp_path):
     spec = parse_job({"spec_version": 1, "method": "toy_sphere", "options": {"target_radius": 0.5}})
     assert spec.steps == 30 and spec.render.size == 16 and spec.options == ToySphereOptions(0.5)
+    nested = parse_job({"spec_version": 1, "method": "toy_sphere", "options": {"occupancy": {"every": 3}}}).options
+    assert nested.occupancy == OccupancyOptions(resolution=0, every=3)  # the method's default, then the job's
     with pytest.raises(Exception, match="options.target_radius: must be in"):
         parse_job({"spec_version": 1, "method": "toy_sphere", "options": {"target_radius": 2.0}})
     assert "toy_sphere" in cli.parser().format_help() and "A sphere grown to a radius" in cli.parser().format_help()

@@ -150,8 +150,8 @@ def test_textureless_ignores_albedo_and_empty_rays_get_no_normal():
 
 
 # Small enough for a 2-core CPU: ~1 s per step with the tiny SD pipeline.
-TINY_DF_OPTIONS = {"hash_levels": 4, "hash_log2_size": 12, "hash_max_resolution": 64, "mlp_width": 16,
-                   "occupancy_resolution": 16, "occupancy_every": 4, "albedo_warmup_steps": 2}
+TINY_DF_OPTIONS = {"field": {"hash_levels": 4, "hash_log2_size": 12, "hash_max_resolution": 64, "mlp_width": 16},
+                   "occupancy": {"resolution": 16, "every": 4}, "albedo_warmup_steps": 2}
 
 
 def write_df_job(job_dir, models, **overrides):

@@ -22,7 +22,7 @@ def capture_job(job_dir, capture, method="reconstruct", **overrides):
     job = {"spec_version": 1, "method": method, "inputs": {"capture": str(capture)}, "steps": RECONSTRUCT_STEPS,
            "seed": 0, "device": "cpu", "render": {"size": 32, "samples_per_ray": 48}, "export": {"resolution": 64},
            "preview_every": 0, "checkpoint_every": 0,
-           "options": {"rays_per_step": 1024, "holdout_every": 6, **TINY_FIELD}}
+           "options": {"rays_per_step": 1024, "holdout_every": 6, "field": TINY_FIELD}}
     for key, value in overrides.items():
         job[key] = {**job[key], **value} if isinstance(value, dict) and isinstance(job.get(key), dict) else value
     job_dir.mkdir(parents=True, exist_ok=True)
@@ -156,6 +156,14 @@ def test_a_finished_nerf_art_job_renders_and_exports_without_its_source(reconstr
     out = engine("run", job)
     assert out.returncode == 0, out.stderr[-3000:]
     before = np.load(job / "result" / "mesh.npz")["vertices"]
+    # A checkpoint of an older engine has no representation: export falls back to the source's job.json.
+    meta_path = job / "checkpoints" / "latest.json"
+    meta = json.loads(meta_path.read_text())
+    old = {k: v for k, v in meta.items() if k != "representation"}
+    meta_path.write_text(json.dumps(old))
+    assert engine("export", job).returncode == 0
+    np.testing.assert_array_equal(np.load(job / "result" / "mesh.npz")["vertices"], before)
+    meta_path.write_text(json.dumps(meta))
     source.rename(tmp_path / "moved")
     out = engine("export", job)
     assert out.returncode == 0, out.stderr[-3000:]

@@ -171,3 +171,20 @@ def test_nested_option_sections_and_the_old_flat_keys():
         options("dreamfusion", {"occupancy": {"every": 0}})
     with pytest.raises(EngineError, match=r"options.field.colour: unknown key"):
         options("dreamfusion", {"field": {"colour": 1}})
+    # An old key only moves where the method has its new home; elsewhere it is unknown under its own name.
+    with pytest.raises(EngineError, match=r"^options.lambda_weight_reg: unknown key"):
+        options("dream_fields", {"lambda_weight_reg": 0.1})
+
+
+def test_job_warnings_name_what_a_valid_job_asks_for_in_vain():
+    from engine.spec import job_warnings
+
+    raw = {"spec_version": 1, "method": "reconstruct", "prompt": "a cat", "negative_prompt": "blur",
+           "inputs": {"capture": "c"}, "models": {"diffusion": "x"}, "options": {"hash_levels": 4}}
+    parse_job(raw)  # valid
+    assert job_warnings(raw) == ["prompt is ignored: reconstruct takes no prompt",
+                                 "negative_prompt is ignored: reconstruct has no diffusion guidance",
+                                 "models.diffusion is not used by reconstruct (it loads: none)",
+                                 "options.hash_levels is the old name of options.field.hash_levels; it still works"]
+    assert job_warnings({"spec_version": 1, "method": "dreamfusion", "prompt": "a fox", "negative_prompt": "blur",
+                         "models": {"diffusion": "x"}, "options": {"field": {"hash_levels": 4}}}) == []
