@@ -132,13 +132,19 @@ BROKEN = [
 ]
 
 
-@pytest.mark.parametrize("breaker, message", BROKEN, ids=[m[:30] for _, m in BROKEN])
-def test_broken_captures_name_what_is_wrong(capture, tmp_path, breaker, message):
+def broken_copy(capture, tmp_path, breaker):
+    """A copy of the capture with breaker(transforms dict, folder) applied; returns the folder."""
     folder = tmp_path / "broken"
     shutil.copytree(capture, folder)
     data = json.loads((folder / "transforms.json").read_text())
     breaker(data, folder)
     (folder / "transforms.json").write_text(json.dumps(data))
+    return folder
+
+
+@pytest.mark.parametrize("breaker, message", BROKEN, ids=[m[:30] for _, m in BROKEN])
+def test_broken_captures_name_what_is_wrong(capture, tmp_path, breaker, message):
+    folder = broken_copy(capture, tmp_path, breaker)
     with pytest.raises(EngineError) as e:
         load_capture(folder)
     assert e.value.kind == "capture_invalid"
@@ -236,11 +242,7 @@ CAMERAS_BROKEN = [
 
 @pytest.mark.parametrize("breaker, message", CAMERAS_BROKEN, ids=[m[:30] for _, m in CAMERAS_BROKEN])
 def test_broken_cameras_name_what_is_wrong(capture, tmp_path, breaker, message):
-    folder = tmp_path / "broken"
-    shutil.copytree(capture, folder)
-    data = json.loads((folder / "transforms.json").read_text())
-    breaker(data, folder)
-    (folder / "transforms.json").write_text(json.dumps(data))
+    folder = broken_copy(capture, tmp_path, breaker)
     with pytest.raises(EngineError) as e:
         read_cameras(folder / "transforms.json")
     assert e.value.kind == "capture_invalid" and e.value.hint
