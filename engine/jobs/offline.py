@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 
 from ..cameras import camera_rays, focal_from_fov, turntable
+from .. import captures
 from ..captures import ObjectFrame
 from ..errors import EngineError
 from ..methods import composition_root, get_card
@@ -47,8 +48,6 @@ def read_cameras(path: Path, cube: ObjectFrame) -> list[dict]:
     per frame: w, h (0 where it has none), fx, fy = fl_x, fl_y (None: from angle, angle_y =
     camera_angle_x, _y), cx, cy (None: the centre); render_command scales them to the render size.
     """
-    from .. import captures
-
     read = captures.read_cameras(path, test_file=False)
     c2w = cube.c2w_to_object(read.c2w)
     return [{"c2w": c2w[i], "w": cam.width or 0, "h": cam.height or 0, "fx": cam.fl_x, "fy": cam.fl_y,
