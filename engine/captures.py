@@ -63,6 +63,11 @@ class ObjectFrame:
         return ObjectFrame(tuple(float(v) for v in d["offset"]), float(d["scale"]))
 
 
+def text_object_frame(look_at) -> ObjectFrame:
+    """Where text methods make the object: the cube [-1,1]^3 around orbit.look_at, unscaled."""
+    return ObjectFrame(tuple(look_at), 1.0)
+
+
 @dataclass
 class Capture:
     """N frames of one size, in the object frame."""

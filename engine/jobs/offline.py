@@ -9,7 +9,7 @@ import torch
 
 from ..cameras import camera_rays, focal_from_fov, turntable
 from .. import captures
-from ..captures import ObjectFrame
+from ..captures import ObjectFrame, text_object_frame
 from ..errors import EngineError
 from ..methods import composition_root, get_card
 from ..render import composite
@@ -17,7 +17,7 @@ from ..spec import ExportConfig, load_job
 from .checkpoint import load_checkpoint, read_checkpoint_meta
 from .device import pick_device
 from .images import save_png
-from .outputs import export_result, object_frame, render_scene_rays
+from .outputs import export_result, render_scene_rays
 
 
 def load_scene(job_dir: Path, device_name: str | None = None):
@@ -36,7 +36,7 @@ def load_scene(job_dir: Path, device_name: str | None = None):
         module.to(device).eval()
     load_checkpoint(job_dir, scene.modules, None, device)
     # Checkpoints before capture methods had no frame: the cube around look_at.
-    frame = ObjectFrame.from_dict(meta["object_frame"]) if meta.get("object_frame") else object_frame(spec)
+    frame = ObjectFrame.from_dict(meta["object_frame"]) if meta.get("object_frame") else text_object_frame(spec.orbit.look_at)
     return spec, scene, device, frame
 
 

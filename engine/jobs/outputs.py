@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..cameras import camera_rays, focal_from_fov, orbit_views
-from ..captures import ObjectFrame
+from ..captures import ObjectFrame, text_object_frame
 from ..errors import EngineError
 from ..mesh import export_mesh
 from ..methods.base import Scene
@@ -25,11 +25,6 @@ from ..render.volume import RenderOutput
 from .images import save_png
 
 log = logging.getLogger("engine.outputs")
-
-
-def object_frame(spec) -> ObjectFrame:
-    """Where text methods make the object: the cube around orbit.look_at, unscaled."""
-    return ObjectFrame(tuple(spec.orbit.look_at), 1.0)
 
 
 def render_scene_rays(scene: Scene, origins: torch.Tensor, dirs: torch.Tensor, samples_per_ray: int, focal: float,
@@ -119,7 +114,7 @@ def export_result(scene: Scene, spec, job_dir: Path, device, export=None, frame:
     export: an ExportConfig (default: the job's); frame: the run's ObjectFrame (default: the cube around
     orbit.look_at). Raises EngineError("empty_surface") when nothing reaches the threshold."""
     export = export or spec.export
-    frame = frame or object_frame(spec)
+    frame = frame or text_object_frame(spec.orbit.look_at)
     density_fn, albedo_fn = field_callables(scene.field, device)
     result = export_mesh(density_fn, albedo_fn, job_dir / "result", resolution=export.resolution,
                          threshold=export.threshold, texture_size=export.texture_size, formats=export.formats,

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from engine import cli
+from engine.captures import text_object_frame
 from engine.errors import invalid_job
 from engine.fields.base import FieldOutput
 from engine.jobs import offline
@@ -74,10 +75,8 @@ def make_scene(spec, representation=None) -> Scene:
 
 class ToySphere(Method):
     def __init__(self, spec, device) -> None:
-        from engine.captures import ObjectFrame
-
         self.spec, self.phases = spec, (Phase("grow", spec.steps),)
-        self.frame = ObjectFrame(tuple(spec.orbit.look_at), 1.0)
+        self.frame = text_object_frame(spec.orbit.look_at)
         self.scene = make_scene(spec)
         self.modules = self.scene.modules
         self.optimizer = torch.optim.Adam(self.modules["sphere"].parameters(), lr=0.02)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from ...cameras import sample_orbit
-from ...captures import ObjectFrame
+from ...captures import text_object_frame
 from ...fields import build_field
 from ...guidance.clip_similarity import ClipSimilarity
 from ...models.clip import load_clip
@@ -35,7 +35,7 @@ class DreamFields(Method):
         o = spec.options
         self.spec, self.device = spec, device
         self.phases = (Phase("generate", spec.steps),)
-        self.frame = ObjectFrame(tuple(spec.orbit.look_at), 1.0)
+        self.frame = text_object_frame(spec.orbit.look_at)
         # 1. The field and its empty-space grid.
         self.scene = make_scene(spec)
         self.field = self.scene.modules["field"].to(device)

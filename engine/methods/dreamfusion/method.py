@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ...cameras import camera_rays, focal_from_fov, sample_orbit
-from ...captures import ObjectFrame
+from ...captures import text_object_frame
 from ...fields import build_field
 from ...guidance.sds import ScoreDistillation
 from ...losses import opacity_entropy, orientation
@@ -55,7 +55,7 @@ class DreamFusion(Method):
         o = spec.options
         self.spec, self.device = spec, device
         self.phases = (Phase("generate", spec.steps),)
-        self.frame = ObjectFrame(tuple(spec.orbit.look_at), 1.0)
+        self.frame = text_object_frame(spec.orbit.look_at)
         # 1. The field (a hash grid that starts as a blob) and its empty-space grid.
         self.scene = make_scene(spec)
         self.field = self.scene.modules["field"].to(device)
