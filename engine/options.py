@@ -43,8 +43,13 @@ class FieldOptions:
     """Width of the field's MLP; null = the method's default for the backbone."""
     mlp_blocks: int = 2
     """Residual blocks of the "mlp" backbone."""
+    density_bias: float = -1.0
+    """Added to the density before its activation (exp for the hash grid, softplus for the MLP), so it sets how
+    full the field starts: -1 (mip-NeRF's) starts as a fog of density ~0.35 through the whole cube, -3 as ~0.05
+    (90% of the light gets through)."""
 
     def validate(self, key: str) -> None:
+        check(-20 <= self.density_bias <= 20, f"{key}.density_bias", self.density_bias, "must be between -20 and 20")
         check(self.backbone in BACKBONES, f"{key}.backbone", self.backbone, 'must be "hashgrid" or "mlp"')
         check(1 <= self.hash_levels <= 32, f"{key}.hash_levels", self.hash_levels, "must be between 1 and 32")
         check(10 <= self.hash_log2_size <= 24, f"{key}.hash_log2_size", self.hash_log2_size,

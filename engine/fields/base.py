@@ -15,12 +15,26 @@ class FieldOutput:
     """(N,3) diffuse colour in [0,1], display (sRGB) encoded: guidance sees it as an image."""
 
 
+LEGACY_DENSITY_BIAS = -1.0
+"""The density bias of every checkpoint written before fields saved theirs."""
+
+
 class Field(nn.Module):
     """Position -> density and albedo, with no view dependence.
 
     Positions are in object space; the field is bounded to the cube [-1,1]^3. `radius` is
     an optional (N,) footprint of each sample (cone radius), used by integrated encodings.
+    density_bias: added to the density before its activation (how full the field starts); a buffer,
+    so checkpoints carry it: trained weights mean something only with the bias they were trained with.
     """
+
+    def __init__(self, density_bias: float = LEGACY_DENSITY_BIAS) -> None:
+        super().__init__()
+        self.register_buffer("density_bias", torch.tensor(float(density_bias)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        state_dict.setdefault(prefix + "density_bias", torch.tensor(LEGACY_DENSITY_BIAS))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor, radius: torch.Tensor | None = None) -> FieldOutput:  # pragma: no cover
         raise NotImplementedError

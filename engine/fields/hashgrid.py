@@ -35,7 +35,8 @@ class _CornerGather(torch.autograd.Function):
             # int64 indices: index_add_ takes a much slower path with int32 ones.
             grad_table = torch.zeros_like(table).index_add_(0, idx.reshape(-1).long(), contrib)
         if ctx.needs_input_grad[2]:
-            grad_weights = (table[idx.reshape(-1)].reshape(*idx.shape, -1) * grad[:, None, :]).sum(-1)
+            # The feature width, not -1: a step whose samples the empty-space grid all skipped has N = 0.
+            grad_weights = (table[idx.reshape(-1)].reshape(*idx.shape, table.shape[1]) * grad[:, None, :]).sum(-1)
         return grad_table, None, grad_weights
 
 
@@ -96,11 +97,10 @@ class HashGridField(Field):
     def __init__(self, levels: int = 16, log2_size: int = 19, max_resolution: int = 1024,
                  width: int = 64, density_bias: float = -1.0, blob_density: float = 0.0,
                  blob_radius: float = 0.5) -> None:
-        super().__init__()
+        super().__init__(density_bias)
         self.encoding = HashGrid(levels=levels, log2_size=log2_size, max_resolution=max_resolution)
         self.mlp = nn.Sequential(nn.Linear(self.encoding.out_dim, width), nn.ReLU(),
                                  nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 4))
-        self.density_bias = density_bias
         self.blob_density, self.blob_radius = blob_density, blob_radius
 
     def forward(self, x: torch.Tensor, radius: torch.Tensor | None = None) -> FieldOutput:

@@ -40,12 +40,11 @@ class MLPField(Field):
     """Integrated PE (degree 8) -> residual MLP -> density (softplus, as Dream Fields) and albedo."""
 
     def __init__(self, width: int = 128, blocks: int = 2, degree: int = 8, density_bias: float = -1.0) -> None:
-        super().__init__()
+        super().__init__(density_bias)
         self.degree = degree
         self.inp = nn.Linear(3 + 6 * degree, width)
         self.blocks = nn.Sequential(*[ResidualBlock(width) for _ in range(blocks)])
         self.out = nn.Sequential(nn.LayerNorm(width), nn.SiLU(), nn.Linear(width, 4))
-        self.density_bias = density_bias
 
     def forward(self, x: torch.Tensor, radius: torch.Tensor | None = None) -> FieldOutput:
         h = self.out(self.blocks(self.inp(integrated_encoding(x, radius, self.degree))))

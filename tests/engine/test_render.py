@@ -109,6 +109,17 @@ def grid_with_table(grid, table, x):
     return torch.func.functional_call(grid, {"tables.2": table}, (x,))
 
 
+def test_a_step_that_queries_no_samples_backpropagates_zeros():
+    """The empty-space grid can skip every sample of a view (a field that emptied itself): the hash grid's
+    backward must take N = 0 (it once failed to reshape an empty tensor: an internal error mid-run)."""
+    field = HashGridField(levels=4, log2_size=12, max_resolution=64, width=16)
+    x = torch.zeros(0, 3, requires_grad=True)  # positions with gradients, as normals by autograd need
+    out = field(x)
+    (out.density.sum() + out.albedo.sum()).backward()
+    assert x.grad.shape == (0, 3)
+    assert all(p.grad is None or not p.grad.any() for p in field.parameters())
+
+
 def test_fields_are_bounded_and_valued():
     torch.manual_seed(0)
     for field in (HashGridField(levels=4, log2_size=12, max_resolution=64, width=16), MLPField(width=32, blocks=1)):
@@ -117,6 +128,25 @@ def test_fields_are_bounded_and_valued():
         assert out.density.shape == (4,) and out.albedo.shape == (4, 3)
         assert (out.density[:2] > 0).all() and (out.density[2:] == 0).all()
         assert ((out.albedo >= 0) & (out.albedo <= 1)).all()
+
+
+@pytest.mark.parametrize("make", [lambda b: HashGridField(levels=4, log2_size=12, max_resolution=64, width=16,
+                                                          density_bias=b),
+                                  lambda b: MLPField(width=32, blocks=1, density_bias=b)], ids=["hashgrid", "mlp"])
+def test_density_bias_sets_the_start_and_travels_with_the_weights(make):
+    torch.manual_seed(0)
+    x = torch.rand(256, 3) * 2 - 1
+    foggy, empty = make(-1.0), make(-3.0)
+    assert empty(x).density.mean() < 0.3 * foggy(x).density.mean()
+    # A checkpoint carries its bias: loading one trained with -3 into a field built with -1 renders as trained.
+    torch.manual_seed(1)
+    loaded = make(-1.0)
+    loaded.load_state_dict(empty.state_dict())
+    assert torch.equal(loaded(x).density, empty(x).density)
+    # Checkpoints from before the bias was saved were all trained with -1, whatever the field is built with now.
+    old = {k: v for k, v in foggy.state_dict().items() if k != "density_bias"}
+    loaded.load_state_dict(old)
+    assert torch.equal(loaded(x).density, foggy(x).density)
 
 
 def test_normals_point_out_of_a_sphere():
