@@ -1,31 +1,18 @@
-"""The starter vocabulary and its renders: simple shapes (signed distance functions in the object cube) in
+"""The starter vocabulary's renders (the words are in vocabulary.py): simple shapes (signed distance functions in the object cube) in
 plain colours, rendered by the engine's volume renderer from random cameras around them."""
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
-from ...cameras import camera_rays, focal_from_fov, orbit_views
+from ...cameras import Views, camera_rays, focal_from_fov, orbit_views
 from ...fields.base import FieldOutput
 from ...render.image import render_pixels
+from .vocabulary import CAMERAS, CLASSES, COLOURS, PHRASINGS, SHAPES, caption
 
-SHAPES = ("cube", "sphere", "cylinder", "cone", "torus", "pyramid", "capsule", "octahedron")
-COLOURS = {
-    "red": (0.85, 0.1, 0.08), "orange": (0.95, 0.45, 0.05), "yellow": (0.95, 0.85, 0.1),
-    "green": (0.1, 0.65, 0.15), "blue": (0.1, 0.25, 0.9), "purple": (0.5, 0.15, 0.7),
-    "white": (0.95, 0.95, 0.95), "black": (0.05, 0.05, 0.05),
-}
-"""Colour name -> albedo (sRGB in [0,1], as fields hold it)."""
-PHRASINGS = ("a {colour} {shape}", "a photo of a {colour} {shape}", "a render of a {colour} {shape}",
-             "a 3d model of a {colour} {shape}", "{colour} {shape}", "a {shape} in {colour}",
-             "a {colour} {shape} on a background")
-"""Caption templates; PHRASINGS[0] is the canonical prompt."""
-CLASSES = tuple((shape, colour) for shape in SHAPES for colour in COLOURS)
-
-
-def caption(shape: str, colour: str, phrasing: int = 0) -> str:
-    return PHRASINGS[phrasing].format(shape=shape, colour=colour)
+__all__ = ["CLASSES", "COLOURS", "PHRASINGS", "SHAPES", "caption", "render_shape", "sdf", "shape_field"]
 
 
 def _length(*parts: torch.Tensor) -> torch.Tensor:
@@ -78,15 +65,25 @@ def shape_field(shape: str, colour, scale: float = 1.0, spin_deg: float = 0.0, s
     return field
 
 
+class ShapeRender(NamedTuple):
+    rgb: torch.Tensor
+    """(H,W,3) premultiplied by alpha."""
+    alpha: torch.Tensor
+    """(H,W) opacity."""
+    view: Views
+    """The one camera it was seen from (its azimuth gives DreamFusion's view suffix)."""
+
+
 def render_shape(shape: str, colour_name: str, size: int, generator: torch.Generator,
-                 samples: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
-    """One random view of one instance: rgb (H,W,3) premultiplied by alpha, and alpha (H,W).
+                 samples: int = 96) -> ShapeRender:
+    """One random view of one instance.
 
     The camera: radius 3.5-4.5, elevation -10..60 degrees, any azimuth, FOV 30-40 degrees (around Dream
     Fields' orbit). Half the renders are flat albedo (what Dream Fields' CLIP sees), half lambertian-shaded
     under a light near the camera (shape cues)."""
     u = torch.rand(8, generator=generator).tolist()
-    views = orbit_views(360 * u[0], -10 + 70 * u[1], 3.5 + u[2], 30 + 10 * u[3])
+    views = orbit_views(*(lo + (hi - lo) * t for (lo, hi), t in zip(
+        (CAMERAS[k] for k in ("azimuth_deg", "elevation_deg", "radius", "fov_deg")), u)))
     scale, spin = 0.85 + 0.3 * u[4], 360 * u[5]
     field = shape_field(shape, COLOURS[colour_name], scale, spin)
     focal = focal_from_fov(float(views.fov_deg[0]), size)
@@ -104,4 +101,4 @@ def render_shape(shape: str, colour_name: str, size: int, generator: torch.Gener
         light = torch.nn.functional.normalize(eye / eye.norm() + 0.4 * torch.randn(3, generator=generator), dim=0)
         ambient = 0.35 + 0.3 * u[7]
         rgb = rgb * (ambient + (1 - ambient) * (normals * light).sum(-1).clamp(min=0))[:, None]
-    return rgb.reshape(size, size, 3), alpha.reshape(size, size)
+    return ShapeRender(rgb.reshape(size, size, 3), alpha.reshape(size, size), views)

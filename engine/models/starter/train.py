@@ -51,7 +51,7 @@ def render_set(views_per_class: int, seed: int) -> tuple[torch.Tensor, torch.Ten
     rgbs, alphas, labels = [], [], []
     for k, (shape, colour) in enumerate(CLASSES):
         for _ in range(views_per_class):
-            rgb, alpha = render_shape(shape, colour, SIZE, g)
+            rgb, alpha, _ = render_shape(shape, colour, SIZE, g)
             rgbs.append(rgb)
             alphas.append(alpha)
             labels.append(k)
