@@ -5,9 +5,10 @@ enables the add-on in headless Blender, generates one object through the add-on'
 API (the same path as the panel's Generate), then saves OUT/demo.blend and renders
 OUT/demo.png with Cycles.
 
-Models: the real default CLIP when it is on this machine (or downloads are allowed);
-otherwise tiny random-weight models, so every part still runs - and the shape is then
-meaningless, which the demo says.
+Models: the real default CLIP when it is on this machine (or downloads are allowed); otherwise
+the starter CLIP that ships in the repository (engine/models/starter/clip), which knows 8 shapes
+in 8 colours and nothing else, with a prompt in its vocabulary ("a purple cylinder" unless --prompt
+names another); --tiny forces tiny random-weight models (every part runs, the shape means nothing).
 """
 from __future__ import annotations
 
@@ -32,28 +33,47 @@ def engine_json(engine_python: str, engine_root: str, *args: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def choose_models(args) -> tuple[dict, dict, bool]:
-    """(models for job.json, settings overrides, whether the models are real)."""
+REAL_PROMPT = "a ceramic mug with a red glaze"
+"""The demo's prompt with the real CLIP."""
+
+
+def choose_models(args) -> tuple[dict, dict, str, str]:
+    """(models for job.json, settings overrides, the prompt, which models: "real", "starter" or "tiny")."""
+    from engine.models.starter import STARTER_CLIP
+    from engine.models.starter.vocabulary import COLOURS, DEMO_PROMPT, SHAPES, unknown_words
+
     report = engine_json(args.engine_python, args.engine_root, "check", "--json")
     clip = report["models"]["clip"]
     gpu = any(d["name"].startswith("cuda") for d in report["devices"])
-    if not args.tiny and (clip["available"] or args.allow_downloads):
+    if not (args.tiny or args.starter) and (clip["available"] or args.allow_downloads):
         say(f"using the real CLIP model {clip['name']}" + ("" if clip["available"] else " (downloading it)"))
         if not gpu:
             say("no CUDA GPU here: the draft preset with the real model takes a long time on the CPU "
                 "(about 20 s a step on 2 cores); use --tiny for a quick check of the pipeline")
-        return {"clip": clip["name"]}, {}, True
-    if not args.tiny:
-        say(f"the real CLIP model ({clip['name']}) is not on this machine and downloads are off, so the demo "
-            "runs with TINY RANDOM models: every part runs, but the shape and colours are meaningless. "
-            f"Get the real model with `python -m engine models download {clip['name']}` "
-            "(or pass --allow-downloads) for a real result.")
-    tiny_dir = Path(args.out) / "tiny-models"
-    models = engine_json(args.engine_python, args.engine_root, "models", "make-tiny", str(tiny_dir))
-    # Small enough to finish in about a minute on a laptop CPU.
-    overrides = {"quality": "custom", "steps": 60, "render_size": 32, "samples_per_ray": 32, "mesh_resolution": 96,
-                 "options": {"n_augments": 4}}
-    return {"clip": models["clip"]}, overrides, False
+        return {"clip": clip["name"]}, {}, args.prompt or REAL_PROMPT, "real"
+    if args.tiny:
+        tiny_dir = Path(args.out) / "tiny-models"
+        models = engine_json(args.engine_python, args.engine_root, "models", "make-tiny", str(tiny_dir))
+        say("TINY RANDOM models (--tiny): every part runs, but the shape and colours are meaningless")
+        # Small enough to finish in about a minute on a laptop CPU.
+        overrides = {"quality": "custom", "steps": 60, "render_size": 32, "samples_per_ray": 32,
+                     "mesh_resolution": 96, "options": {"n_augments": 4}}
+        return {"clip": models["clip"]}, overrides, args.prompt or REAL_PROMPT, "tiny"
+    prompt = args.prompt or DEMO_PROMPT
+    why = ("--starter" if args.starter else
+           f"the real CLIP model ({clip['name']}) is not on this machine and downloads are off")
+    say(f"{why}, so the demo uses the STARTER CLIP that ships with Text3D ({STARTER_CLIP}). It knows {len(SHAPES)} shapes "
+        f"({', '.join(SHAPES)}) in {len(COLOURS)} colours ({', '.join(COLOURS)}) and nothing else: "
+        f"prompts such as \"a red cube\" or \"a photo of a green cone\". Real prompts need the real model: "
+        f"`python -m engine models download {clip['name']}` (or pass --allow-downloads).")
+    unknown = unknown_words(prompt)
+    if unknown:
+        say(f"warning: the starter CLIP does not know {', '.join(repr(w) for w in unknown)} in {prompt!r}; "
+            "the object will not show them")
+    # Draft is the benchmark's settings (bench/bench_text_to_3d.py, docs/BENCHMARKS.md): about 90 s on 2 CPU cores.
+    overrides = ({"quality": "custom", "steps": 200, "render_size": 48, "mesh_resolution": 128}
+                 if args.quality == "draft" else {})
+    return {"clip": str(STARTER_CLIP)}, overrides, prompt, "starter"
 
 
 def build_scene(obj, out: Path, size: int) -> None:
@@ -95,19 +115,21 @@ def main() -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--engine-python", required=True)
     p.add_argument("--engine-root", required=True)
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", help="default: the starter vocabulary's demo prompt, or a mug with the real CLIP")
     p.add_argument("--quality", default="draft")
-    p.add_argument("--tiny", action="store_true")
+    models = p.add_mutually_exclusive_group()
+    models.add_argument("--tiny", action="store_true")
+    models.add_argument("--starter", action="store_true")
     p.add_argument("--allow-downloads", action="store_true")
     p.add_argument("--image-size", type=int, default=384)
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    models, overrides, real = choose_models(args)
+    sys.path.insert(0, args.engine_root)
+    models, overrides, prompt, which = choose_models(args)
 
     import bpy
 
-    sys.path.insert(0, args.engine_root)
     import blender_text3d
     from blender_text3d import api
 
@@ -116,8 +138,8 @@ def main() -> int:
     settings = {"quality": args.quality, "seed": 0, "device": "auto", "live_preview": False,
                 "allow_downloads": args.allow_downloads, **overrides}
     t = time.monotonic()
-    say(f"generating {args.prompt!r} ({'real' if real else 'tiny'} models); engine output goes to the job folder")
-    job = api.generate(args.prompt, wait=True, models=models, engine_python=args.engine_python,
+    say(f"generating {prompt!r} ({which} models); engine output goes to the job folder")
+    job = api.generate(prompt, wait=True, models=models, engine_python=args.engine_python,
                        engine_root=args.engine_root, jobs_dir=str(out / "jobs"), location=(0.0, 0.0, 0.0), **settings)
     if job.status != "succeeded":
         error = job.error or {}
@@ -131,8 +153,10 @@ def main() -> int:
     build_scene(obj, out, args.image_size)
     bpy.ops.wm.save_as_mainfile(filepath=str(out / "demo.blend"))
     say(f"wrote {out / 'demo.blend'} and {out / 'demo.png'}")
-    if not real:
+    if which == "tiny":
         say("reminder: tiny random models were used; the object shows the pipeline works, not what the prompt says")
+    elif which == "starter":
+        say("reminder: the starter CLIP knows simple shapes in plain colours only; real prompts need the real model")
     blender_text3d.unregister()
     return 0
 

@@ -292,12 +292,16 @@ def run_demo(args) -> int:
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     cmd = [str(blender_py), str(INSTALL / "demo.py"), "--out", str(out), "--engine-python", str(engine_py),
-           "--engine-root", str(ROOT), "--prompt", args.prompt, "--quality", args.quality]
+           "--engine-root", str(ROOT), "--quality", args.quality]
+    if args.prompt:
+        cmd += ["--prompt", args.prompt]
     if args.tiny:
         cmd.append("--tiny")
+    if args.starter:
+        cmd.append("--starter")
     if args.allow_downloads:
         cmd.append("--allow-downloads")
-    say(f"running the demo in headless Blender: {args.prompt!r} -> {out}")
+    say(f"running the demo in headless Blender: {args.prompt or 'the default prompt'!r} -> {out}")
     return subprocess.run(cmd, cwd=ROOT, env=clean_env(PYTHONUNBUFFERED="1")).returncode
 
 
@@ -307,9 +311,13 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="set up, then make an object from a prompt in headless Blender")
     demo.add_argument("--out", default=str(ROOT / "out"), help="output folder (default: out/)")
-    demo.add_argument("--prompt", default="a ceramic mug with a red glaze")
+    demo.add_argument("--prompt", help='default: "a ceramic mug with a red glaze" with the real CLIP, '
+                                       '"a purple cylinder" with the starter CLIP')
     demo.add_argument("--quality", choices=("draft", "standard", "high"), default="draft")
-    demo.add_argument("--tiny", action="store_true", help="use tiny random models even when the real ones are here")
+    which = demo.add_mutually_exclusive_group()
+    which.add_argument("--tiny", action="store_true", help="use tiny random models even when the real ones are here")
+    which.add_argument("--starter", action="store_true",
+                       help="use the starter CLIP (8 shapes in 8 colours) even when the real one is here")
     demo.add_argument("--allow-downloads", action="store_true", help="download the real models if they are missing")
     test = sub.add_parser("test", help="set up, then run the whole test suite")
     test.add_argument("--only", choices=tuple(SUITES), help="run one suite")

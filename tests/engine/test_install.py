@@ -110,12 +110,13 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert "install/text3d.py test" in command
 
 
-def test_offline_demo_makes_a_blend_with_the_object_and_a_png(tmp_path):
-    """The README's demo command with tiny models, the slowest test: engine job, import, save, render."""
+def test_offline_demo_makes_the_prompts_object_in_a_blend_and_a_png(tmp_path):
+    """The README's demo command as a machine without the real CLIP runs it (the starter CLIP, "a purple
+    cylinder"), the slowest test: engine job, import, save, render; the object is purple."""
     out = tmp_path / "demo"
-    proc = run("demo", "--tiny", "--out", str(out), timeout=900)
+    proc = run("demo", "--starter", "--out", str(out), timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "TINY" in proc.stderr or "tiny" in proc.stderr
+    assert "STARTER CLIP" in proc.stderr and "'a purple cylinder'" in proc.stderr
     png = out / "demo.png"
     assert png.stat().st_size > 1000
     from PIL import Image
@@ -131,10 +132,17 @@ def test_offline_demo_makes_a_blend_with_the_object_and_a_png(tmp_path):
     check = subprocess.run([str(blender_py), "-c", (
         "import bpy, json, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1]);"
         "o = [o for o in bpy.data.objects if o.get('text3d_prompt')];"
-        "print(json.dumps([(x.name, len(x.data.polygons), list(x.data.color_attributes.keys()), x.get('text3d_method')) for x in o]))"),
+        "print(json.dumps([(x.name, len(x.data.polygons), list(x.data.color_attributes.keys()),"
+        " x.get('text3d_method'), x.get('text3d_prompt')) for x in o]))"),
         str(out / "demo.blend")], capture_output=True, text=True, timeout=300)
     assert check.returncode == 0, check.stderr[-2000:]
     objects = json.loads(check.stdout.strip().splitlines()[-1])
     assert len(objects) == 1
-    name, faces, colour_attributes, method = objects[0]
-    assert faces > 0 and colour_attributes and method == "dream_fields"
+    name, faces, colour_attributes, method, prompt = objects[0]
+    assert faces > 0 and colour_attributes and method == "dream_fields" and prompt == "a purple cylinder"
+    # The object itself, from the job's exported mesh: purple albedo (the starter's purple is sRGB 0.5, 0.15, 0.7;
+    # tests/engine/test_starter.py checks the shapes Dream Fields makes with the judge).
+    mesh = np.load(next((out / "jobs").glob("*/result/mesh.npz")))
+    r, g, b = mesh["vertex_colors"].astype(float).mean(axis=0)
+    assert b > g + 0.1 and r > g and b > r, (r, g, b)  # measured 0.06, 0.00, 0.17 (linear)
+

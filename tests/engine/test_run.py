@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from engine.jobs.run import run_job
 from engine.methods.dream_fields import method as dream_fields
-from conftest import ROOT, engine, engine_env, read_events, write_job
+from conftest import ROOT, TINY_OPTIONS, engine, engine_env, read_events, write_job
 
 
 def final_weights(job_dir):
@@ -22,8 +22,11 @@ def final_weights(job_dir):
 
 
 def test_dream_fields_run_end_to_end(tmp_path, tiny_models):
+    # The field starts as a fog (density bias -1, not Dream Fields' default -3, which starts above the target),
+    # so the transmittance loss has work to do.
     job = write_job(tmp_path / "job", tiny_models, steps=30, preview_every=10, checkpoint_every=10,
-                    render={"size": 32, "samples_per_ray": 24})
+                    render={"size": 32, "samples_per_ray": 24},
+                    options={"field": {**TINY_OPTIONS["field"], "density_bias": -1.0}})
     out = engine("run", job)
     assert out.returncode == 0, out.stderr[-3000:]
     stdout_events = [json.loads(line) for line in out.stdout.splitlines()]  # every stdout line is an event
@@ -283,7 +286,9 @@ def test_old_flat_option_keys_run_resume_and_match_the_nested_ones(tmp_path, tin
     meta = json.loads(meta_path.read_text())
     saved = meta["job"]["options"]
     old = {k: v for k, v in saved.items() if k not in ("field", "occupancy")}
-    old.update({k: v for k, v in saved["field"].items() if k != "backbone"}, field=saved["field"]["backbone"])
+    # (density_bias is newer than the flat keys: no flat-era job had it.)
+    old.update({k: v for k, v in saved["field"].items() if k not in ("backbone", "density_bias")},
+               field=saved["field"]["backbone"])
     old.update({f"occupancy_{k}": v for k, v in saved["occupancy"].items()})
     meta["job"]["options"] = old
     meta_path.write_text(json.dumps(meta))

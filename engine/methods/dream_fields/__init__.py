@@ -27,10 +27,13 @@ class DreamFieldsOptions:
     bg_blur_max_px: float = 10.0
     """Largest Gaussian blur sigma, in pixels, of the augmentation backgrounds (paper: 10)."""
     field: FieldOptions = FieldOptions(backbone="hashgrid", hash_levels=8, hash_log2_size=19,
-                                       hash_max_resolution=512, mlp_width=None, mlp_blocks=2)
+                                       hash_max_resolution=512, mlp_width=None, mlp_blocks=2, density_bias=-3.0)
     """The backbone. Hash grid by default (the paper's MLP is backbone "mlp"); 8 levels to 512: an 88 px
     render of the cube from radius 4 spans ~75 px, so 512 leaves headroom for the 168-224 px presets.
-    mlp_width null = 64 for "hashgrid" (instant-ngp), 128 for "mlp"."""
+    mlp_width null = 64 for "hashgrid" (instant-ngp), 128 for "mlp". density_bias -3: the field starts
+    nearly empty (90% of the light through the cube, above the transmittance target) instead of mip-NeRF's
+    -1, a fog the transmittance loss must clear first; with the starter CLIP at 200 steps that fog stayed
+    and hid the shape (docs/BENCHMARKS.md)."""
     occupancy: OccupancyOptions = OccupancyOptions()
     """The empty-space grid."""
 

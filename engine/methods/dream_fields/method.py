@@ -4,7 +4,9 @@ Follows the paper and google-research/dreamfields: CLIP similarity over random c
 renders composited on random backgrounds, a transmittance loss whose target anneals from
 40% to 88% (against fog), Adam with eps 1e-5 and an exponential learning-rate warm-up,
 cameras all around the object. Where we depart: the default backbone is a hash grid (the
-paper's MLP is `options.field.backbone = "mlp"`), which makes the NeRF a small share of each step.
+paper's MLP is `options.field.backbone = "mlp"`), which makes the NeRF a small share of each step;
+the field starts nearly empty (options.field.density_bias -3, not mip-NeRF's -1), so CLIP grows the
+object out of clear space instead of carving it out of a fog the transmittance loss clears slowly.
 """
 from __future__ import annotations
 

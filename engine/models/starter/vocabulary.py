@@ -21,8 +21,10 @@ VIEW_WORDS = ("front", "side", "back", "overhead", "view")
 CAMERAS = {"azimuth_deg": (0.0, 360.0), "elevation_deg": (-10.0, 60.0), "radius": (3.5, 4.5), "fov_deg": (30.0, 40.0)}
 """The training renders' camera ranges (job.json's orbit keys): jobs guided by a starter model see the object as
 it did when their orbit lies inside these."""
-DEMO_PROMPT = "a blue torus"
-"""What the offline demo makes with the starter CLIP (judged right in every turntable view by the benchmark)."""
+DEMO_PROMPT = "a purple cylinder"
+"""What the offline demo makes with the starter CLIP: judged right in every turntable view by the benchmark, and
+its mesh (which keeps only the field's dense parts) is the clearest of the benchmark's: a disc from above, a block
+from the side."""
 
 
 def caption(shape: str, colour: str, phrasing: int = 0) -> str:
