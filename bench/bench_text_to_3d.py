@@ -41,7 +41,7 @@ def benchmark_prompts(n: int) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--method", default="dream_fields", choices=("dream_fields", "dreamfusion"))
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--size", type=int, default=48, help="render size during optimisation")

@@ -70,7 +70,7 @@ def choose_models(args) -> tuple[dict, dict, str, str]:
     if unknown:
         say(f"warning: the starter CLIP does not know {', '.join(repr(w) for w in unknown)} in {prompt!r}; "
             "the object will not show them")
-    # Draft is the benchmark's settings (bench/bench_text_to_3d.py, docs/BENCHMARKS.md): about 90 s on 2 CPU cores.
+    # Draft is the benchmark's settings (bench/bench_text_to_3d.py, docs/BENCHMARKS.md): about 110 s on 2 CPU cores.
     overrides = ({"quality": "custom", "steps": 200, "render_size": 48, "mesh_resolution": 128}
                  if args.quality == "draft" else {})
     return {"clip": str(STARTER_CLIP)}, overrides, prompt, "starter"

@@ -301,7 +301,8 @@ def run_demo(args) -> int:
         cmd.append("--starter")
     if args.allow_downloads:
         cmd.append("--allow-downloads")
-    say(f"running the demo in headless Blender: {args.prompt or 'the default prompt'!r} -> {out}")
+    prompt = repr(args.prompt) if args.prompt else "the default prompt of the models it finds"
+    say(f"running the demo in headless Blender: {prompt} -> {out}")
     return subprocess.run(cmd, cwd=ROOT, env=clean_env(PYTHONUNBUFFERED="1")).returncode
 
 

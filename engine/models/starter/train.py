@@ -183,7 +183,7 @@ canonical caption among all {len(CLASSES)}): top-1 {s['top1']:.3f} (chance {s['c
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("role", choices=tuple(ROLES))
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--views", type=int, default=40, help="training renders per shape-colour combination")

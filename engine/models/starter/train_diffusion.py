@@ -334,7 +334,7 @@ colour right {s['colour']:.3f}. The samples are samples.png (a row per shape, a 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     p.add_argument("--vae-steps", type=int, default=800)
     p.add_argument("--unet-steps", type=int, default=3000)
     p.add_argument("--views", type=int, default=48, help="training renders per shape-colour combination")
