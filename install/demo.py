@@ -39,7 +39,7 @@ REAL_PROMPT = "a ceramic mug with a red glaze"
 
 def choose_models(args) -> tuple[dict, dict, str, str]:
     """(models for job.json, settings overrides, the prompt, which models: "real", "starter" or "tiny")."""
-    from engine.models.starter import STARTER_CLIP
+    from engine.models.starter import STARTER_CLIP, starter_job
     from engine.models.starter.vocabulary import COLOURS, DEMO_PROMPT, SHAPES, unknown_words
 
     report = engine_json(args.engine_python, args.engine_root, "check", "--json")
@@ -73,7 +73,7 @@ def choose_models(args) -> tuple[dict, dict, str, str]:
     # Draft is the benchmark's settings (bench/bench_text_to_3d.py, docs/BENCHMARKS.md): about 110 s on 2 CPU cores.
     overrides = ({"quality": "custom", "steps": 200, "render_size": 48, "mesh_resolution": 128}
                  if args.quality == "draft" else {})
-    return {"clip": str(STARTER_CLIP)}, overrides, prompt, "starter"
+    return starter_job("dream_fields")["models"], overrides, prompt, "starter"
 
 
 def build_scene(obj, out: Path, size: int) -> None:
