@@ -6,6 +6,7 @@
     t3d.batch(["a red chair", "a blue lamp"], quality="draft")  # one after another, on a grid
     folder = t3d.capture_selected(views=24)                     # renders the selected objects
     t3d.restyle(folder, "a bronze statue", wait=True)           # NeRF-Art on that capture
+    t3d.restyle(folder, "a man with a beard", "latent_edit", keep_original=2.0, face=True)  # latent editing
 
 Settings start from the scene's Text3D panel (its Restyle section for restyle) and the add-on
 preferences; any keyword of jobspec.Settings overrides them, as do engine_python=,
@@ -102,7 +103,8 @@ def generate(prompt: str, *, wait: bool = False, timeout: float | None = None, *
 
 def restyle(capture: str | Path, prompt: str = "", method: str = "nerf_art", *, wait: bool = False,
             timeout: float | None = None, **overrides) -> JobHandle:
-    """Start (or queue) a capture job: restyle (nerf_art, with a style prompt), reconstruct or dietnerf.
+    """Start (or queue) a capture job: restyle (nerf_art, with a style prompt), edit (latent_edit, with a prompt
+    describing the edited object; keep_original= and face= tune it), reconstruct or dietnerf.
 
     The mesh is imported where the captured objects were (location= moves it); raises
     jobspec.SettingsError before anything starts.
@@ -168,10 +170,11 @@ def settings_for(prompt: str | None = None, **overrides) -> jobspec.Settings:
 def restyle_settings_for(capture: str | None = None, prompt: str | None = None, method: str | None = None,
                          **overrides) -> jobspec.Settings:
     """The settings a capture job would get: preferences, then the panel's Restyle section, then
-    the overrides; capture, prompt and method None = the panel's."""
+    the overrides; capture, prompt and method None = the panel's. The section's settings of one method
+    (latent_edit's keep_original and face) apply only to a job of that method."""
     values = props.preference_settings(props.preferences())
     if hasattr(bpy.context.scene, "text3d"):
-        values.update(props.restyle_settings(bpy.context.scene.text3d))
+        values.update(props.restyle_settings(bpy.context.scene.text3d, method))
     values.update(overrides)
     values.update({k: v for k, v in (("capture", capture), ("prompt", prompt), ("method", method)) if v is not None})
     return jobspec.settings_from(values)

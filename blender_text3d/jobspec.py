@@ -7,6 +7,7 @@ setting and the reason, so the panel can show it.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ class Quality:
     mesh_resolution: int
     """Marching-cubes grid resolution of the exported mesh."""
     reconstruct_steps: int | None = None
-    """nerf_art: reconstruction steps before the style steps; None = not applicable or the engine's default."""
+    """Methods that reconstruct first (nerf_art, latent_edit): reconstruction steps before the style or edit
+    steps; None = not applicable or the engine's default."""
 
 
 # Everything about the methods (names, menus, presets, defaults) comes from the engine's method cards
@@ -57,6 +59,25 @@ EXIT_CODES = engine_errors.EXIT_CODES
 """`python -m engine run`'s exit codes (engine/errors.py)."""
 
 
+@dataclass(frozen=True)
+class PromptWords:
+    """How the panel and the errors speak of a method's prompt."""
+
+    label: str
+    """The prompt field's label; its lower case names the method's own steps ("2000 + 400 style steps")."""
+    button: str
+    """The label of the button that starts the job."""
+    describe: str
+    """What the prompt describes, with an example (an empty prompt's error: "describe ...")."""
+
+
+# Add-on wording, not engine rules: a capture method that takes a prompt restyles unless named here.
+TEXT_PROMPT = PromptWords("Prompt", "Generate", "the object to generate")
+STYLE_PROMPT = PromptWords("Style", "Restyle", "the style, e.g. 'a bronze statue'")
+CAPTURE_PROMPTS = {"latent_edit": PromptWords("Edit", "Edit", "the edited object, e.g. 'a man with a beard'")}
+RECONSTRUCT_PROMPT = PromptWords("", "Reconstruct", "")  # takes no prompt
+
+
 def method_names(input: str | None = None) -> tuple[str, ...]:
     """The engine's methods in menu order; input "text" or "capture" keeps those that start from it."""
     return tuple(name for name, c in engine_methods.CARDS.items() if input is None or c.input == input)
@@ -75,6 +96,27 @@ def takes_prompt(method: str) -> bool:
     """Whether the method reads a prompt (the object, or the style of a restyle)."""
     card = engine_methods.CARDS.get(method)
     return card is not None and card.takes_prompt
+
+
+def prompt_words(method: str) -> PromptWords:
+    """How the panel labels the method's prompt and button (PromptWords)."""
+    card = engine_methods.CARDS.get(method)
+    if card is None or card.input != "capture":
+        return TEXT_PROMPT
+    if not card.takes_prompt:
+        return RECONSTRUCT_PROMPT
+    return CAPTURE_PROMPTS.get(method, STYLE_PROMPT)
+
+
+def option_names(method: str) -> frozenset[str]:
+    """The names of the method's job.json options (its options dataclass's fields); empty for an unknown method."""
+    card = engine_methods.CARDS.get(method)
+    return frozenset(f.name for f in dataclasses.fields(card.options)) if card is not None else frozenset()
+
+
+def option_users(name: str) -> list[str]:
+    """The methods, in menu order, that have job.json options.<name>."""
+    return [method for method in method_names() if name in option_names(method)]
 
 
 def uses_diffusion(method: str) -> bool:
@@ -116,7 +158,7 @@ class Settings:
     """Everything a job depends on. None = the quality preset's or the engine's default."""
 
     prompt: str = ""
-    """The text the object should match (text methods), or the style (nerf_art)."""
+    """The text the object should match (text methods), the style (nerf_art) or the edited object (latent_edit)."""
     negative_prompt: str = ""
     """What the object should not look like (methods with diffusion guidance)."""
     method: str = "dream_fields"
@@ -173,10 +215,17 @@ class Settings:
     capture: str = ""
     """Capture methods: a capture folder with transforms.json, or the transforms file itself."""
     source_job: str = ""
-    """Methods whose card names source methods (nerf_art): a finished job folder to start from (a
-    reconstruction to restyle) instead of reconstructing."""
+    """Methods whose card names source methods (nerf_art, latent_edit): a finished job folder to start from (a
+    reconstruction to restyle or edit) instead of reconstructing."""
     reconstruct_steps: int | None = None
-    """nerf_art: reconstruction steps before the style steps; None = from the quality preset."""
+    """Methods that reconstruct first (nerf_art, latent_edit): reconstruction steps before the style or edit
+    steps; None = from the quality preset."""
+    keep_original: float | None = None
+    """latent_edit: how strongly the edit holds to the original, 0 to 100 (multiplies the reconstruction and
+    identity weights; 0 = a pure edit toward the prompt); None = the engine's default (1)."""
+    face: bool | None = None
+    """latent_edit: the capture is a face, so the identity loss uses a face recogniser (models.identity) instead
+    of CLIP; None = the engine's default (False)."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Method-specific settings, passed on as job.json options (the engine validates them)."""
 
@@ -246,7 +295,7 @@ def build_job(s: Settings) -> dict:
         job["models"] = models
     job["allow_downloads"] = bool(s.allow_downloads)
     job["export"] = _export(s, q)
-    # The engine counts a NeRF-Art run's steps from the first reconstruction step.
+    # The engine counts a run that reconstructs first (NeRF-Art, latent editing) from its first reconstruction step.
     total = q.steps + (q.reconstruct_steps or 0)
     job["preview_every"] = max(1, total // PREVIEW_IMAGES_PER_JOB)
     job["preview_mesh_every"] = max(1, total // PREVIEW_MESHES_PER_JOB) if s.live_preview else 0
@@ -264,7 +313,8 @@ SETTING_OF_JOB_KEY = {
     "orbit.radius": "radius_min", "orbit.elevation_deg": "elevation_min", "orbit.azimuth_deg": "azimuth_min",
     "orbit.fov_deg": "fov_min", "inputs.capture": "capture", "inputs.source_job": "source_job",
     "options.guidance_scale": "guidance_scale", "options.t_range": "t_range_min",
-    "options.reconstruct_steps": "reconstruct_steps",
+    "options.reconstruct_steps": "reconstruct_steps", "options.keep_original": "keep_original",
+    "options.face": "face",
 }
 
 
@@ -295,20 +345,18 @@ def _check_prompt(s: Settings) -> None:
         raise SettingsError("prompt", f"must be text (got {s.prompt!r})")
     card = engine_methods.CARDS[s.method]
     if card.takes_prompt and not s.prompt.strip():
-        what = "the style, e.g. 'a bronze statue'" if card.input == "capture" else "the object to generate"
-        raise SettingsError("prompt", f"is empty; describe {what}")
+        raise SettingsError("prompt", f"is empty; describe {prompt_words(s.method).describe}")
     if not card.takes_prompt and s.prompt.strip():
-        restylers = [n for n in method_names("capture") if engine_methods.CARDS[n].takes_prompt]
+        takers = [n for n in method_names("capture") if engine_methods.CARDS[n].takes_prompt]
         raise SettingsError("prompt", f"{s.method} fits the capture's photos and takes no prompt; "
-                            f"{' and '.join(restylers)} restyle{'s' if len(restylers) == 1 else ''} with one")
+                            f"{_listing(takers)} {_verb('take', takers)} one")
 
 
 def _inputs(s: Settings) -> dict:
     """inputs.capture (absolute) and inputs.source_job, checked to exist."""
     card = engine_methods.CARDS[s.method]
     starters = [n for n, c in engine_methods.CARDS.items() if c.source_methods]
-    reconstructors = [n for n, c in engine_methods.CARDS.items()
-                      if "reconstruct_steps" in {f.name for f in dataclasses.fields(c.options)}]
+    reconstructors = option_users("reconstruct_steps")
     if card.input != "capture":
         for key in ("capture", "source_job", "reconstruct_steps"):
             if getattr(s, key) not in ("", None):
@@ -325,18 +373,41 @@ def _inputs(s: Settings) -> dict:
     inputs = {"capture": str(capture)}
     if s.source_job:
         if not card.source_methods:
-            raise SettingsError("source_job", f"only {' and '.join(starters)} start{'s' if len(starters) == 1 else ''}"
-                                f" from a finished job, not {s.method}")
+            raise SettingsError("source_job", f"only {_listing(starters)} {_verb('start', starters)} from a "
+                                f"finished job, not {s.method}")
         source = Path(s.source_job.strip()).expanduser().resolve()
         if not (source / "job.json").is_file():
             raise SettingsError("source_job", f"{source} is not a job folder (no job.json)")
+        source_method = _job_method(source / "job.json")
+        if source_method is not None and source_method not in card.source_methods:
+            raise SettingsError("source_job", f"{source} is a {source_method} job; {s.method} starts from a "
+                                f"finished {' or '.join(card.source_methods)} job")
         if s.reconstruct_steps is not None:
             raise SettingsError("reconstruct_steps", "the source job is the reconstruction; leave it unset")
         inputs["source_job"] = str(source)
     if s.reconstruct_steps is not None and s.method not in reconstructors:
-        raise SettingsError("reconstruct_steps", f"only {' and '.join(reconstructors)} reconstruct"
-                            f"{'s' if len(reconstructors) == 1 else ''} before restyling, not {s.method}")
+        raise SettingsError("reconstruct_steps", f"only {_listing(reconstructors)} "
+                            f"{_verb('reconstruct', reconstructors)} the capture first, not {s.method}")
     return inputs
+
+
+def _job_method(path: Path) -> str | None:
+    """The method a job.json names; None when it names none or cannot be read (the engine then says why)."""
+    try:
+        method = json.loads(path.read_text(encoding="utf-8")).get("method")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return method if isinstance(method, str) else None
+
+
+def _listing(names: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return " and ".join(names) if len(names) < 3 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
+def _verb(verb: str, subjects: list[str]) -> str:
+    """The verb agreeing with the listed subjects: "starts" for one, "start" for more."""
+    return f"{verb}s" if len(subjects) == 1 else verb
 
 
 def _options(s: Settings, q: Quality) -> dict:
@@ -348,7 +419,7 @@ def _options(s: Settings, q: Quality) -> dict:
         if not uses_diffusion(s.method):
             key = next(k for k in ("guidance_scale", "t_range_min", "t_range_max") if getattr(s, k) is not None)
             users = [n for n in method_names() if uses_diffusion(n)]
-            raise SettingsError(key, f"only {', '.join(users)} uses it (method is {s.method})")
+            raise SettingsError(key, f"only {_listing(users)} {_verb('use', users)} it (method is {s.method})")
     if s.guidance_scale is not None:
         scale = _check_number("guidance_scale", s.guidance_scale)
         if scale < 0:
@@ -367,10 +438,34 @@ def _options(s: Settings, q: Quality) -> dict:
     if q.reconstruct_steps is not None:
         _check_int("reconstruct_steps", q.reconstruct_steps, 0, 1_000_000)
         named["reconstruct_steps"] = q.reconstruct_steps
+    named.update(_edit_options(s))
     both = sorted(set(named) & set(s.options))
     if both:
         raise SettingsError(f"options.{both[0]}", "is also a setting of its own; give it once")
     return {**s.options, **named}
+
+
+def _edit_options(s: Settings) -> dict:
+    """options.keep_original and options.face, for the methods that have them (latent_edit)."""
+    named = {}
+    for key in ("keep_original", "face"):
+        value = getattr(s, key)
+        if value is None:
+            continue
+        users = option_users(key)
+        if s.method not in users:
+            raise SettingsError(key, f"only {_listing(users)} {_verb('take', users)} it, not {s.method}; "
+                                "leave it unset or choose " + " or ".join(users))
+        named[key] = value
+    if "keep_original" in named:
+        keep = _check_number("keep_original", named["keep_original"])
+        if not 0 <= keep <= 100:
+            raise SettingsError("keep_original", f"must be between 0 and 100 (got {keep:g}): 0 = a pure edit, "
+                                "1 = the default, more = closer to the original")
+        named["keep_original"] = keep
+    if "face" in named and not isinstance(named["face"], bool):
+        raise SettingsError("face", f"must be True or False (got {named['face']!r}): True when the capture is a face")
+    return named
 
 
 def _check_int(key: str, value: Any, lo: int, hi: int) -> None:

@@ -79,6 +79,10 @@ def _submit(op, start) -> set:
     return {"FINISHED"}
 
 
+# The panel's settings a text job uses: all but the Restyle section's settings of capture methods.
+GENERATE_SETTINGS = tuple(name for name in jobspec.SETTING_NAMES if name not in props.EDIT_KEYS)
+
+
 class TEXT3D_OT_generate(bpy.types.Operator):
     """Generate a 3D object from the prompt in a background engine job"""
 
@@ -87,7 +91,7 @@ class TEXT3D_OT_generate(bpy.types.Operator):
     # No UNDO flag: the import at the end of the job pushes its own single undo step.
 
     __annotations__ = {
-        **_override_props(),
+        **_override_props(GENERATE_SETTINGS),
         **_run_props(),
     }
 
@@ -102,11 +106,13 @@ class TEXT3D_OT_generate(bpy.types.Operator):
 
 
 # The panel's settings a capture job uses; the Restyle section has its own method, prompt and quality.
-RESTYLE_SETTINGS = ("quality", "steps", "render_size", "mesh_resolution", "seed", "live_preview", "texture_size")
+RESTYLE_SETTINGS = ("quality", "steps", "render_size", "mesh_resolution", "seed", "live_preview", "texture_size",
+                    *props.EDIT_KEYS)
 
 
 class TEXT3D_OT_restyle(bpy.types.Operator):
-    """Restyle the capture with the style prompt (NeRF-Art), or reconstruct it, in a background engine job"""
+    """Restyle the capture with the style prompt (NeRF-Art), edit it toward the prompt (latent editing), or
+    reconstruct it, in a background engine job"""
 
     bl_idname = "text3d.restyle"
     bl_label = "Restyle"
@@ -116,16 +122,17 @@ class TEXT3D_OT_restyle(bpy.types.Operator):
         **_override_props(RESTYLE_SETTINGS),
         "capture": StringProperty(name="Capture", options={"SKIP_SAVE"},
                                   description="Capture folder or transforms.json; unset = the panel's"),
-        "prompt": StringProperty(name="Style", options={"SKIP_SAVE"},
-                                 description="Style prompt (nerf_art); unset = the panel's"),
+        "prompt": StringProperty(name="Prompt", options={"SKIP_SAVE"},
+                                 description="The style (nerf_art) or the edited object (latent_edit); "
+                                 "unset = the panel's"),
         "method": EnumProperty(name="Method", items=props.RESTYLE_METHOD_ITEMS, options={"SKIP_SAVE"},
                                description="What to do with the capture; unset = the panel's"),
         "reconstruct_steps": IntProperty(name="Reconstruct Steps", min=0, options={"SKIP_SAVE"},
-                                         description="nerf_art: reconstruction steps before the style steps; "
-                                         "unset = the quality preset's"),
+                                         description="nerf_art, latent_edit: reconstruction steps before the "
+                                         "style or edit steps; unset = the quality preset's"),
         "source_job": StringProperty(name="Source Job", subtype="DIR_PATH", options={"SKIP_SAVE"},
-                                     description="nerf_art: restyle this finished reconstruct job instead of "
-                                     "reconstructing the capture"),
+                                     description="nerf_art, latent_edit: restyle or edit this finished job (a "
+                                     "reconstruction) instead of reconstructing the capture"),
         **_run_props(),
     }
 

@@ -36,6 +36,10 @@ def _dreamfusion_default(option: str):
     return jobspec.option_default("dreamfusion", option)
 
 
+# The Restyle section's settings of the methods that have them as options (latent_edit's LatentEditOptions).
+EDIT_KEYS = ("keep_original", "face")
+
+
 class Text3DSettings(bpy.types.PropertyGroup):
     """What the next job asks for (Scene.text3d)."""
 
@@ -88,9 +92,18 @@ class Text3DSettings(bpy.types.PropertyGroup):
                                  "Import Capture fill it in)")
     restyle_method: EnumProperty(name="Method", items=RESTYLE_METHOD_ITEMS, default=DEFAULT_RESTYLE_METHOD,
                                  description="What to do with the capture")
-    style_prompt: StringProperty(name="Style", description="The style the restyled object should have")
+    style_prompt: StringProperty(name="Style", description="Restyle: the style the restyled object should have; "
+                                 "Edit (latent): the edited object")
     restyle_quality: EnumProperty(name="Quality", items=QUALITY_ITEMS[:3], default="standard",
                                   description="Preset for steps, render size and mesh resolution")
+    keep_original: FloatProperty(name="Keep the Original", default=jobspec.option_default("latent_edit",
+                                 "keep_original"), min=0.0, max=100.0, soft_min=0.0, soft_max=4.0,
+                                 description="Edit (latent): how strongly the edit holds to the original; "
+                                 "multiplies the reconstruction and identity losses (0 = a pure edit toward the "
+                                 "prompt, higher = closer to the capture)")
+    face: BoolProperty(name="Face", default=jobspec.option_default("latent_edit", "face"),
+                       description="Edit (latent): the capture is a face, so a face recogniser (not CLIP) holds "
+                       "the edit to the same identity")
 
 
 def panel_settings(s: Text3DSettings) -> dict:
@@ -113,12 +126,19 @@ def panel_settings(s: Text3DSettings) -> dict:
     return values
 
 
-def restyle_settings(s: Text3DSettings) -> dict:
-    """The jobspec settings of the panel's Restyle section."""
-    return {"capture": bpy.path.abspath(s.capture_path) if s.capture_path else "",
-            "method": s.restyle_method, "quality": s.restyle_quality,
-            "prompt": s.style_prompt if jobspec.takes_prompt(s.restyle_method) else "",  # hidden otherwise
-            **{k: getattr(s, k) for k in ("seed", "live_preview", "texture_size")}}
+def restyle_settings(s: Text3DSettings, method: str | None = None) -> dict:
+    """The jobspec settings of the panel's Restyle section, for `method` (None = the section's own)."""
+    method = method or s.restyle_method
+    values = {"capture": bpy.path.abspath(s.capture_path) if s.capture_path else "",
+              "method": method, "quality": s.restyle_quality,
+              "prompt": s.style_prompt if jobspec.takes_prompt(method) else "",  # hidden otherwise
+              **{k: getattr(s, k) for k in ("seed", "live_preview", "texture_size")}}
+    # Only for a method that has them (shown only then), and left to the engine's defaults until set.
+    for key in EDIT_KEYS:
+        if key in jobspec.option_names(method) and s.is_property_set(key):
+            value = getattr(s, key)
+            values[key] = _float32(value) if isinstance(value, float) else value
+    return values
 
 
 def _float32(value: float) -> float:

@@ -128,11 +128,18 @@ class VIEW3D_PT_text3d_restyle(Text3DPanel, bpy.types.Panel):
         layout.prop(s, "restyle_method", text="")
         if isinstance(views, int) and captures.suggested_method(views) not in (None, s.restyle_method):
             _wrapped(layout, f"Only {views} views: DietNeRF is made for fewer than {captures.FEW_VIEWS}", icon="INFO")
+        words = jobspec.prompt_words(s.restyle_method)
         if jobspec.takes_prompt(s.restyle_method):
-            layout.prop(s, "style_prompt", text="")
+            layout.prop(s, "style_prompt", text=words.label)
+        options = jobspec.option_names(s.restyle_method)
+        if "keep_original" in options:
+            layout.prop(s, "keep_original", slider=True)
+        if "face" in options:
+            layout.prop(s, "face")
         layout.prop(s, "restyle_quality", text="")
         q = jobspec.preset(s.restyle_method, s.restyle_quality)
-        steps = f"{q.reconstruct_steps} + {q.steps} style steps" if q.reconstruct_steps else f"{q.steps} steps"
+        own = f"{words.label.lower()} steps" if words.label else "steps"
+        steps = f"{q.reconstruct_steps} + {q.steps} {own}" if q.reconstruct_steps else f"{q.steps} steps"
         layout.label(text=f"{steps}, {q.render_size} px, mesh {q.mesh_resolution}")
         try:
             jobspec.build_job(api.restyle_settings_for())
@@ -140,8 +147,7 @@ class VIEW3D_PT_text3d_restyle(Text3DPanel, bpy.types.Panel):
             _wrapped(layout.box(), str(exc), icon="ERROR")
         row = layout.row()
         row.scale_y = 1.5
-        label = "Restyle" if jobspec.takes_prompt(s.restyle_method) else "Reconstruct"
-        row.operator("text3d.restyle", text=label, icon="PLAY")
+        row.operator("text3d.restyle", text=words.button, icon="PLAY")
 
 
 def _views(capture_path: str) -> int | None:

@@ -55,3 +55,11 @@ def orientation(normals: torch.Tensor, dirs: torch.Tensor, opacity: torch.Tensor
     (R,3) that face away from the camera along dirs (R,3) cost, weighted by the ray's opacity (R,),
     which is not back-propagated through."""
     return (opacity.detach() * (normals * dirs).sum(-1).clamp(min=0).square()).mean()
+
+
+def pearson_correlation(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of two (N,) samples, in [-1, 1]: Vox-E's structure-keeping term (Sella et al. ICCV
+    2023, edit_pretrained_relu_field.py) takes 1 minus it between the edited and the source densities. eps keeps
+    a constant sample (zero variance) finite: it then correlates 0 with anything."""
+    a, b = a - a.mean(), b - b.mean()
+    return (a * b).sum() / (a.square().sum().sqrt() * b.square().sum().sqrt() + eps)

@@ -54,6 +54,9 @@ ENVIRONMENTS = {
     "blender": ("requirements-blender.txt", ((3, 11),), 1.0),
     "blender42": ("requirements-blender42.txt", ((3, 11),), 1.5),
 }
+# Requirements installed with --no-deps after an environment's own, by environment: packages whose
+# metadata pins versions that conflict with the pins above (the file says which and why).
+NO_DEPS = {"engine": "requirements-engine-nodeps.txt"}
 # Test suites: the environment each runs in and its folder. "addon-4.2" runs the add-on's
 # suite on Blender 4.2 LTS, the oldest the extension supports: all its tests pass, but the
 # bpy 4.2 module segfaults at interpreter exit after a test loads a .blend file, so it is
@@ -87,7 +90,8 @@ def venv_dir(name: str) -> Path:
 
 def stamp_of(name: str, python_version: str) -> str:
     """What an environment was built from: its requirements and the Python minor version."""
-    text = (INSTALL / ENVIRONMENTS[name][0]).read_text(encoding="utf-8")
+    text = "\n".join((INSTALL / f).read_text(encoding="utf-8") for f in (ENVIRONMENTS[name][0], NO_DEPS.get(name))
+                     if f)
     return hashlib.sha256(f"{text}\n{python_version}\n{platform.machine()}".encode()).hexdigest()
 
 
@@ -175,6 +179,9 @@ def ensure_env(name: str) -> Path:
     say(f"installing {requirements} into {venv} (log: {log}); the first time takes a few minutes")
     if run_logged([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-r",
                    str(INSTALL / requirements)], log) != 0:
+        raise pip_failure(log, name)
+    if name in NO_DEPS and run_logged([str(python), "-m", "pip", "install", "--disable-pip-version-check",
+                                       "--no-deps", "-r", str(INSTALL / NO_DEPS[name])], log) != 0:
         raise pip_failure(log, name)
     version = subprocess.run([str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                              capture_output=True, text=True, check=True).stdout.strip()

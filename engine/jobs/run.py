@@ -70,7 +70,7 @@ def optimise_step(method, seed: int, step: int, check=None):
     """Step `step` of a method as the run loop takes it (benchmarks time exactly this); returns its StepOutput.
 
     Learning rate, the method's step with the step's own generator, the weighted total of its
-    losses, check(step, result, total) (the run loop's divergence test) before anything is
+    losses and of the representation's regularisers, check(step, result, total) (the run loop's divergence test) before anything is
     applied, then backward and the optimiser's step.
     """
     from ..losses import weighted_total
@@ -79,7 +79,11 @@ def optimise_step(method, seed: int, step: int, check=None):
         group["lr"] = method.learning_rate(step)
     method.optimizer.zero_grad(set_to_none=True)
     result = method.step(step, step_generator(seed, step))
-    total = weighted_total(result.losses, method.weights(step))
+    weights = dict(method.weights(step))
+    # The representation's own regularisers (tri-plane TV), whatever the method; reported with its losses.
+    for name, (loss, weight) in method.regularizers().items():
+        result.losses[name], weights[name] = loss, weight
+    total = weighted_total(result.losses, weights)
     if check is not None:
         check(step, result, total)
     # A loss may arrive detached: the method back-propagated it itself (NeRF-Art's chunked image

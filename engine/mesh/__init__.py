@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.errors import EngineError
 from engine.mesh.bake import AlbedoFn, bake_texture, unwrap, vertex_colors
 from engine.mesh.extract import decimate, fill_cavities, marching_cubes, remove_floaters
 from engine.mesh.grid import DEFAULT_OPAQUE_DENSITY, DensityFn, DensityGrid, choose_threshold
@@ -115,6 +116,11 @@ def export_mesh(
     vertices, faces = marching_cubes(grid.values, level, resolution)
     del grid
     done("marching_cubes")
+    if not len(faces):
+        # The coarse lattice crossed the level, the fine one nowhere (a fog whose few denser cells the
+        # enclosed-space fill swallowed, or a surface thinner than a coarse cell): stop before any file exists.
+        raise EngineError("empty_surface", f"no surface at density threshold {level:.4g} at resolution {resolution}",
+                          "export at another resolution, give export.threshold, or train longer for a solid object")
 
     # 4. Drop floaters.
     vertices, faces, removed = remove_floaters(vertices, faces, keep_fraction)

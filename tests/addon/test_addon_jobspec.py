@@ -104,8 +104,8 @@ def test_dreamfusion_guidance_settings_reach_the_options():
     (dict(t_range_max=1.0), "t_range_max", "[0, 1)"),
     (dict(t_range_min=-0.1), "t_range_min", "[0, 1)"),
     (dict(t_range_min="low"), "t_range_min", "finite number"),
-    (dict(method="dream_fields", guidance_scale=50.0), "guidance_scale", "only dreamfusion uses it"),
-    (dict(method="dream_fields", t_range_max=0.5), "t_range_max", "only dreamfusion uses it"),
+    (dict(method="dream_fields", guidance_scale=50.0), "guidance_scale", "only dreamfusion and latent_edit use it"),
+    (dict(method="dream_fields", t_range_max=0.5), "t_range_max", "only dreamfusion and latent_edit use it"),
     (dict(guidance_scale=50.0, options={"guidance_scale": 20.0}), "options.guidance_scale", "give it once"),
 ])
 def test_invalid_guidance_settings(settings, key, reason):
@@ -124,9 +124,10 @@ def capture(tmp_path):
     ("reconstruct", "high", (10000, 128, 256, None)), ("dietnerf", "draft", (500, 64, 128, None)),
     ("dietnerf", "standard", (3000, 64, 256, None)), ("dietnerf", "high", (10000, 128, 256, None)),
     ("nerf_art", "draft", (100, 64, 128, 500)), ("nerf_art", "standard", (400, 128, 256, 2000)),
-    ("nerf_art", "high", (1000, 128, 256, 5000))])
+    ("nerf_art", "high", (1000, 128, 256, 5000)), ("latent_edit", "draft", (150, 64, 128, 500)),
+    ("latent_edit", "standard", (500, 64, 256, 2000)), ("latent_edit", "high", (1000, 128, 256, 5000))])
 def test_capture_presets(capture, method, quality, expected):
-    prompt = "a bronze statue" if method == "nerf_art" else ""
+    prompt = "a bronze statue" if jobspec.takes_prompt(method) else ""
     job = build_job(Settings(prompt=prompt, method=method, quality=quality, capture=str(capture)))
     assert (job["steps"], job["render"]["size"], job["export"]["resolution"],
             job.get("options", {}).get("reconstruct_steps")) == expected
@@ -164,11 +165,20 @@ def test_capture_jobs(capture, tmp_path):
     (dict(method="reconstruct", capture="EMPTY"), "capture", "has no transforms.json"),
     (dict(method="reconstruct", capture="NOFRAMES"), "capture", "has no frames"),
     (dict(method="dream_fields", prompt="a chair"), "capture", "generates from text"),
-    (dict(method="reconstruct", source_job="JOB"), "source_job", "only nerf_art"),
+    (dict(method="reconstruct", source_job="JOB"), "source_job", "only nerf_art and latent_edit start from a "),
     (dict(method="nerf_art", prompt="ice", source_job="EMPTY"), "source_job", "not a job folder"),
     (dict(method="nerf_art", prompt="ice", source_job="JOB", reconstruct_steps=10), "reconstruct_steps",
      "the source job is the reconstruction"),
-    (dict(method="dietnerf", reconstruct_steps=10), "reconstruct_steps", "only nerf_art"),
+    (dict(method="dietnerf", reconstruct_steps=10), "reconstruct_steps",
+     "only nerf_art and latent_edit reconstruct the capture first, not dietnerf"),
+    (dict(method="latent_edit", prompt=" "), "prompt", "describe the edited object"),
+    (dict(method="reconstruct", prompt="a statue"), "prompt", "nerf_art and latent_edit take one"),
+    (dict(method="latent_edit", prompt="gold", source_job="NERF_ART_JOB"), "source_job",
+     "is a nerf_art job; latent_edit starts from a finished latent_edit or reconstruct job"),
+    (dict(method="nerf_art", prompt="gold", source_job="LATENT_EDIT_JOB"), "source_job",
+     "is a latent_edit job; nerf_art starts from a finished reconstruct or dietnerf or nerf_art job"),
+    (dict(method="latent_edit", prompt="gold", source_job="JOB", reconstruct_steps=10), "reconstruct_steps",
+     "the source job is the reconstruction"),
     (dict(method="nerf_art", prompt="ice", reconstruct_steps=-1), "reconstruct_steps", "between 0"),
     (dict(method="nerf_art", prompt="ice", reconstruct_steps=5, options={"reconstruct_steps": 9}),
      "options.reconstruct_steps", "give it once"),
@@ -179,13 +189,72 @@ def test_invalid_capture_settings(capture, tmp_path, settings, key, reason):
     (tmp_path / "noframes" / "transforms.json").write_text('{"frames": []}')
     (tmp_path / "job").mkdir()
     (tmp_path / "job" / "job.json").write_text("{}")
+    for method in ("nerf_art", "latent_edit"):
+        (tmp_path / method).mkdir()
+        (tmp_path / method / "job.json").write_text(json.dumps({"spec_version": 1, "method": method}))
     places = {"NOWHERE": tmp_path / "nowhere", "EMPTY": tmp_path / "empty", "NOFRAMES": tmp_path / "noframes",
-              "JOB": tmp_path / "job"}
+              "JOB": tmp_path / "job", "NERF_ART_JOB": tmp_path / "nerf_art",
+              "LATENT_EDIT_JOB": tmp_path / "latent_edit"}
     values = {"capture": str(capture), **settings}
     values = {k: str(places.get(v, v)) if isinstance(v, str) else v for k, v in values.items()}
     with pytest.raises(SettingsError) as info:
         build_job(Settings(**values))
     assert info.value.key == key and reason in info.value.reason
+
+
+def test_latent_edit_jobs(capture, tmp_path):
+    """latent_edit takes nerf_art's path (preset reconstruction, or a source job instead) and writes its own
+    settings, keep_original and face, as options; unset, they are the engine's defaults."""
+    job = build_job(Settings(prompt=" a man with a beard ", method="latent_edit", capture=str(capture),
+                             quality="draft"))
+    assert job["prompt"] == "a man with a beard" and job["inputs"] == {"capture": str(capture)}
+    assert job["options"] == {"reconstruct_steps": 500} and job["preview_every"] == 32  # (500 + 150) / 20
+    assert jobspec.job_title(job) == "statue: a man with a beard"
+    job = build_job(Settings(prompt="gold", method="latent_edit", capture=str(capture), reconstruct_steps=5,
+                             keep_original=2.5, face=True, options={"tune_steps": 3}))
+    assert job["options"] == {"tune_steps": 3, "reconstruct_steps": 5, "keep_original": 2.5, "face": True}
+    job = build_job(Settings(prompt="gold", method="latent_edit", capture=str(capture), keep_original=0, face=False))
+    assert job["options"]["keep_original"] == 0.0 and job["options"]["face"] is False  # both ends are values
+    assert isinstance(job["options"]["keep_original"], float)
+    assert build_job(Settings(prompt="gold", method="latent_edit", capture=str(capture),
+                              keep_original=100))["options"]["keep_original"] == 100.0
+    # A finished inversion or tri-plane reconstruction to edit: no reconstruction steps at all.
+    for method in ("latent_edit", "reconstruct"):
+        (tmp_path / method).mkdir()
+        (tmp_path / method / "job.json").write_text(json.dumps({"spec_version": 1, "method": method}))
+        job = build_job(Settings(prompt="gold", method="latent_edit", capture=str(capture),
+                                 source_job=str(tmp_path / method), keep_original=0.5))
+        assert job["inputs"] == {"capture": str(capture), "source_job": str(tmp_path / method)}
+        assert job["options"] == {"keep_original": 0.5}
+    assert jobspec.prompt_words("latent_edit").label == "Edit" and jobspec.prompt_words("nerf_art").label == "Style"
+    assert jobspec.option_users("keep_original") == ["latent_edit"] == jobspec.option_users("face")
+    assert jobspec.option_users("reconstruct_steps") == ["nerf_art", "latent_edit"]
+
+
+@pytest.mark.parametrize("settings,key,reason", [
+    (dict(keep_original=-0.5), "keep_original", "must be between 0 and 100 (got -0.5)"),
+    (dict(keep_original=101), "keep_original", "must be between 0 and 100 (got 101)"),
+    (dict(keep_original=float("nan")), "keep_original", "finite number"),
+    (dict(keep_original="lots"), "keep_original", "finite number"),
+    (dict(keep_original=True), "keep_original", "finite number"),
+    (dict(face=1), "face", "must be True or False (got 1)"),
+    (dict(face="yes"), "face", "must be True or False"),
+    (dict(method="nerf_art", keep_original=2.0), "keep_original",
+     "only latent_edit takes it, not nerf_art; leave it unset or choose latent_edit"),
+    (dict(method="nerf_art", face=False), "face", "only latent_edit takes it, not nerf_art"),
+    (dict(method="reconstruct", prompt="", face=True), "face", "only latent_edit takes it, not reconstruct"),
+    (dict(method="dietnerf", prompt="", keep_original=1.0), "keep_original", "not dietnerf"),
+    (dict(method="dreamfusion", capture="", keep_original=1.0), "keep_original", "not dreamfusion"),
+    (dict(keep_original=2.0, options={"keep_original": 3.0}), "options.keep_original", "give it once"),
+    (dict(face=True, options={"face": True}), "options.face", "give it once"),
+    # Passed through as an option, the engine's parser refuses it, named as the setting.
+    (dict(options={"keep_original": 200.0}), "keep_original", "must be between 0 and 100 (got 200.0)"),
+])
+def test_invalid_latent_edit_settings(capture, settings, key, reason):
+    values = {"prompt": "a man with a beard", "method": "latent_edit", "capture": str(capture), **settings}
+    with pytest.raises(SettingsError) as info:
+        build_job(Settings(**values))
+    assert info.value.key == key and reason in info.value.reason, info.value
 
 
 def _engine_accepts(jobs: list[dict]) -> list[str]:
@@ -226,6 +295,11 @@ def test_the_engine_parser_accepts_what_the_add_on_writes(capture, tmp_path):
         jobs.append(build_job(Settings(prompt="ice", method="nerf_art", capture=str(capture),
                                        source_job=str(tmp_path / "job"))))
         jobs.append(build_job(Settings(prompt="ice", method="nerf_art", capture=str(capture), reconstruct_steps=0)))
+    if "latent_edit" in engine_methods:
+        jobs.append(build_job(Settings(prompt="gold", method="latent_edit", capture=str(capture),
+                                       source_job=str(tmp_path / "job"), keep_original=0.0, face=True)))
+        jobs.append(build_job(Settings(prompt="gold", method="latent_edit", capture=str(capture), reconstruct_steps=0,
+                                       keep_original=100, face=False, guidance_scale=50.0)))
     assert jobs, f"no method in common: add-on {jobspec.method_names()}, engine {engine_methods}"
     assert _engine_accepts(jobs) == [""] * len(jobs)
 

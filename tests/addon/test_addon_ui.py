@@ -13,24 +13,28 @@ from blender_text3d import api, jobspec, ui
 from blender_text3d.jobs import MANAGER
 
 ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
+PROP_KEYWORDS = set(bpy.types.UILayout.bl_rna.functions["prop"].parameters.keys())
 
 
 class Layout:
     """Records what a draw function asks for, and checks every name against Blender's."""
 
-    def __init__(self, texts: list, ops: list | None = None, props: list | None = None):
+    def __init__(self, texts: list, ops: list | None = None, props: list | None = None, labels: dict | None = None):
         self.texts = texts
         self.ops = [] if ops is None else ops  # (idname, text, properties set on the button)
         self.props = [] if props is None else props  # names of the properties drawn
+        self.labels = {} if labels is None else labels  # property name -> the text it is drawn with (None: its own)
 
     def _child(self, *args, **kwargs):
-        return Layout(self.texts, self.ops, self.props)
+        return Layout(self.texts, self.ops, self.props, self.labels)
 
     row = column = box = _child
 
-    def prop(self, data, name, **kwargs):
+    def prop(self, data, name, text=None, **kwargs):
         assert name in data.bl_rna.properties, f"no property {name!r} on {data}"
+        assert set(kwargs) <= PROP_KEYWORDS, kwargs
         self.props.append(name)
+        self.labels[name] = text
 
     def label(self, text="", icon="NONE"):
         assert icon in ICONS, icon
@@ -158,6 +162,48 @@ def test_restyle_section(scene, tmp_path):
         assert "has no transforms.json" in " ".join(draw_panel(ui.VIEW3D_PT_text3d_restyle, bpy.context).texts)
     finally:
         for key in ("capture_path", "style_prompt", "restyle_method"):
+            s.property_unset(key)
+
+
+def test_restyle_section_for_latent_edit(scene, tmp_path):
+    """Edit (latent) is in the method menu; its prompt is labelled as an edit, its Keep the Original slider and
+    Face checkbox show, and they reach job.json only for latent_edit, only once set."""
+    s = scene.text3d
+    items = {item.identifier: item.name for item in s.bl_rna.properties["restyle_method"].enum_items}
+    assert items["latent_edit"] == "Edit (latent)" and items["nerf_art"] == "Restyle"
+    keep = s.bl_rna.properties["keep_original"]
+    assert (keep.default, keep.soft_min, keep.soft_max, keep.hard_min, keep.hard_max) == (1.0, 0.0, 4.0, 0.0, 100.0)
+    assert s.bl_rna.properties["face"].default is False
+    try:
+        s.capture_path = str(make_capture(tmp_path / "bust", views=12))
+        layout = draw_panel(ui.VIEW3D_PT_text3d_restyle, bpy.context)
+        assert not {"keep_original", "face"} & set(layout.props)  # nerf_art: hidden
+        s.restyle_method = "latent_edit"
+        layout = draw_panel(ui.VIEW3D_PT_text3d_restyle, bpy.context)
+        assert {"style_prompt", "keep_original", "face", "restyle_quality"} <= set(layout.props)
+        assert layout.props.index("style_prompt") < layout.props.index("keep_original") < layout.props.index("face")
+        assert layout.labels["style_prompt"] == "Edit" and layout.labels["keep_original"] is None  # its own name
+        assert any(t.startswith("prompt: is empty; describe the edited object") for t in layout.texts)
+        assert "2000 + 500 edit steps, 64 px, mesh 256" in layout.texts and layout.ops[-1][1] == "Edit"
+        s.style_prompt = "a man with a beard"
+        job = jobspec.build_job(api.restyle_settings_for())
+        assert job["method"] == "latent_edit" and job["prompt"] == "a man with a beard"
+        assert job["options"] == {"reconstruct_steps": 2000}  # unset: the engine's defaults
+        s.keep_original, s.face = 2.5, True
+        job = jobspec.build_job(api.restyle_settings_for())
+        assert job["options"] == {"reconstruct_steps": 2000, "keep_original": 2.5, "face": True}
+        assert not any(t.startswith(("keep_original", "face")) for t in draw_panel(ui.VIEW3D_PT_text3d_restyle,
+                                                                                     bpy.context).texts)
+        # Another method, from the panel or by the caller, never gets them.
+        assert "options" not in jobspec.build_job(api.restyle_settings_for(method="reconstruct", prompt=""))
+        assert jobspec.build_job(api.restyle_settings_for(method="nerf_art"))["options"] == {"reconstruct_steps": 2000}
+        s.restyle_method = "nerf_art"
+        layout = draw_panel(ui.VIEW3D_PT_text3d_restyle, bpy.context)
+        assert not {"keep_original", "face"} & set(layout.props) and layout.labels["style_prompt"] == "Style"
+        assert "2000 + 400 style steps, 128 px, mesh 256" in layout.texts and layout.ops[-1][1] == "Restyle"
+        assert jobspec.build_job(api.restyle_settings_for())["options"] == {"reconstruct_steps": 2000}
+    finally:
+        for key in ("capture_path", "style_prompt", "restyle_method", "keep_original", "face"):
             s.property_unset(key)
 
 

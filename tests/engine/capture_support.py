@@ -25,6 +25,17 @@ def box_field(x: torch.Tensor, radius=None) -> FieldOutput:
     return FieldOutput(density, albedo)
 
 
+def coloured_box(colour):
+    """box_field's opaque box [-0.5,0.5]^3 in one colour (3 floats in [0,1])."""
+    albedo = torch.tensor(colour, dtype=torch.float32)
+
+    def field(x: torch.Tensor, radius=None) -> FieldOutput:
+        inside = (x.abs() <= BOX_HALF).all(dim=-1)
+        return FieldOutput(inside.float() * 80.0, albedo.expand(len(x), 3))
+
+    return field
+
+
 def orbit(n: int, elevations=(15.0, 40.0), radius: float = 4.0, fov: float = 40.0):
     """n views all around, alternating between two elevations."""
     az = torch.arange(n, dtype=torch.float32) * (360.0 / n) + 7.0
@@ -33,8 +44,9 @@ def orbit(n: int, elevations=(15.0, 40.0), radius: float = 4.0, fov: float = 40.
 
 
 def render_capture(folder: Path, n: int = 8, size: int = 32, frame: ObjectFrame = ObjectFrame(),
-                   bounds: bool = True, fov: float = 40.0, layout: str = "nerfstudio", test_every: int = 0) -> Path:
-    """Render the box from n orbit cameras into a capture folder; the world is frame applied to object space.
+                   bounds: bool = True, fov: float = 40.0, layout: str = "nerfstudio", test_every: int = 0,
+                   field=box_field) -> Path:
+    """Render `field` (the box) from n orbit cameras into a capture folder; the world is frame applied to object space.
 
     layout "nerfstudio": transforms.json with fl_x/fl_y/cx/cy/w/h, RGBA PNGs under images/.
     layout "synthetic": NeRF-synthetic transforms_train.json / transforms_test.json with camera_angle_x
@@ -47,7 +59,7 @@ def render_capture(folder: Path, n: int = 8, size: int = 32, frame: ObjectFrame 
     for i in range(n):
         origins, dirs = camera_rays(views.c2w[i], focal, size, size)
         with torch.no_grad():
-            out = render_pixels(box_field, origins, dirs, 256, focal)
+            out = render_pixels(field, origins, dirs, 256, focal)
         rgb = out.rgb / out.opacity.clamp(min=1e-6)[:, None]
         image = torch.cat([rgb, out.opacity[:, None]], dim=-1).reshape(size, size, 4)
         world = frame.c2w_to_world(views.c2w[i]).tolist()

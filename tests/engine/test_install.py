@@ -21,8 +21,8 @@ def setup_module_(monkeypatch, tmp_path):
     spec.loader.exec_module(module)
     install = tmp_path / "install"
     install.mkdir()
-    for name in ("requirements-engine.txt", "requirements-blender.txt", "requirements-blender42.txt"):
-        shutil.copy(ROOT / "install" / name, install / name)
+    for path in (ROOT / "install").glob("requirements-*.txt"):
+        shutil.copy(path, install / path.name)
     monkeypatch.setattr(module, "INSTALL", install)
     return module
 
@@ -83,6 +83,27 @@ def test_changed_requirements_are_installed_again(monkeypatch, tmp_path):
     assert calls and calls[-1][1:5] == ["-m", "pip", "install", "--disable-pip-version-check"]
     assert calls[-1][-1].endswith("requirements-blender.txt")
     assert module.env_state("blender")["up_to_date"] is True  # stamped after the install
+
+
+def test_engine_packages_with_conflicting_pins_are_installed_without_deps_after_the_rest(monkeypatch, tmp_path):
+    module = setup_module_(monkeypatch, tmp_path)
+    fake_venv(module, "engine")
+    assert module.env_state("engine")["up_to_date"] is True
+    nodeps = module.INSTALL / module.NO_DEPS["engine"]
+    assert "facenet-pytorch==2.6.0" in nodeps.read_text().splitlines()
+    with open(nodeps, "a") as f:  # the no-deps file is part of what the environment was built from
+        f.write("six==1.16.0\n")
+    assert module.env_state("engine")["up_to_date"] is False
+    calls = []
+    monkeypatch.setattr(module, "run_logged", lambda cmd, log: calls.append(cmd) or 0)
+    version = "{}.{}\n".format(*sys.version_info[:2])
+    monkeypatch.setattr(module.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=version))
+    monkeypatch.setattr(module, "link_engine", lambda python: None)
+    module.ensure_env("engine")
+    pip = [cmd[1:] for cmd in calls if cmd[1:3] == ["-m", "pip"]]
+    assert pip[-2][-2:] == ["-r", str(module.INSTALL / "requirements-engine.txt")] and "--no-deps" not in pip[-2]
+    assert pip[-1][-3:] == ["--no-deps", "-r", str(nodeps)]
+    assert module.env_state("engine")["up_to_date"] is True
 
 
 def test_clear_errors_instead_of_tracebacks(monkeypatch, tmp_path):

@@ -95,12 +95,13 @@ def files_of(folder: str) -> dict[str, Path]:
 # --- tiny models -------------------------------------------------------------------------------
 
 def test_make_tiny_writes_all_folders(tiny):
-    assert set(tiny) == {"clip", "diffusion", "perceptual"}
+    assert set(tiny) == {"clip", "diffusion", "perceptual", "identity"}
     assert {"open_clip_config.json", "open_clip_model.safetensors"} <= set(files_of(tiny["clip"]))
     assert {"model_index.json", "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
             "text_encoder/model.safetensors", "tokenizer/tokenizer.json",
             "scheduler/scheduler_config.json"} <= set(files_of(tiny["diffusion"]))
     assert set(files_of(tiny["perceptual"])) == {"perceptual_config.json", "model.safetensors"}
+    assert set(files_of(tiny["identity"])) == {"identity_config.json", "model.safetensors"}
 
 
 def test_make_tiny_reuses_a_complete_folder(tiny):
@@ -112,7 +113,7 @@ def test_make_tiny_reuses_a_complete_folder(tiny):
 
 def test_make_tiny_is_deterministic_bit_for_bit(tiny, tmp_path):
     again = make_tiny(tmp_path)
-    for role in ("clip", "diffusion", "perceptual"):
+    for role in ("clip", "diffusion", "perceptual", "identity"):
         ours, theirs = files_of(tiny[role]), files_of(again[role])
         assert ours.keys() == theirs.keys()
         for name in ours:
@@ -378,6 +379,8 @@ def test_model_status(tiny, hf_cache):
         assert status["available"] and status["location"] == tiny[role]
         assert status["kind"] == {"clip": "open_clip", "diffusion": "diffusers", "perceptual": "torchvision"}[role]
         assert 0 < status["size_mb"] < 30
+    # InceptionResnetV1 has no width to shrink: its 23.5M weights in fp16.
+    assert model_status(tiny["identity"])["kind"] == "facenet" and 40 < model_status(tiny["identity"])["size_mb"] < 50
     missing = model_status(DEFAULT_MODELS["diffusion"])
     assert missing == {"name": DEFAULT_MODELS["diffusion"], "kind": "diffusers", "available": False,
                        "location": None, "size_mb": 2580.0}
@@ -418,6 +421,7 @@ def test_parse_local_paths(tiny, tmp_path, monkeypatch):
     assert parse_model(tiny["clip"]).kind == "open_clip"
     assert parse_model(tiny["diffusion"]).kind == "diffusers"
     assert parse_model(tiny["perceptual"]).kind == "torchvision"
+    assert parse_model(tiny["identity"]).kind == "facenet"
     assert parse_model(tiny["clip"]).path == Path(tiny["clip"])
     nowhere = tmp_path / "nowhere"
     assert parse_model(str(nowhere), "diffusion") == ModelRef(str(nowhere), "diffusers", path=nowhere)

@@ -33,7 +33,14 @@ BAD = [
     (with_("spec_version", DELETE), "spec_version"),
     (with_("method", DELETE), "method"),
     (with_("method", "nerf_magic"), "method"),
-    (with_("method", "latent_edit"), "method"),  # planned, not in this version: says so
+    ({"spec_version": 1, "method": "latent_edit", "prompt": "x"}, "inputs.capture"),  # a capture method
+    ({"spec_version": 1, "method": "latent_edit", "inputs": {"capture": "/c"}}, "prompt"),
+    ({"spec_version": 1, "method": "latent_edit", "prompt": "x", "inputs": {"capture": "/c"},
+      "options": {"field": {"backbone": "hashgrid"}}}, "options.field.backbone"),  # it edits tri-planes
+    ({"spec_version": 1, "method": "latent_edit", "prompt": "x", "inputs": {"capture": "/c"},
+      "options": {"keep_original": -1}}, "options.keep_original"),
+    ({"spec_version": 1, "method": "reconstruct", "inputs": {"capture": "/c"},
+      "options": {"field": {"backbone": "triplane", "triplane_resolution": 2}}}, "options.field.triplane_resolution"),
     (with_("inputs.capture", "/some/capture"), "inputs"),  # a text method takes no capture
     ({"spec_version": 1, "method": "reconstruct"}, "inputs.capture"),
     ({"spec_version": 1, "method": "nerf_art", "inputs": {"capture": "/c"}}, "prompt"),
@@ -141,7 +148,7 @@ def test_spec_module_does_not_import_torch():
 def test_every_card_has_a_composition_root_with_build_and_make_scene():
     from engine.methods import CARDS, composition_root
 
-    assert set(CARDS) == {"dream_fields", "dreamfusion", "reconstruct", "dietnerf", "nerf_art"}
+    assert set(CARDS) == {"dream_fields", "dreamfusion", "reconstruct", "dietnerf", "nerf_art", "latent_edit"}
     for card in CARDS.values():
         root = composition_root(card)
         assert callable(root.build) and callable(root.make_scene), card.name
@@ -165,7 +172,7 @@ def test_nested_option_sections_and_the_old_flat_keys():
                                           r"options.hash_levels") as e:
         options("reconstruct", {"hash_levels": 6, "field": {"hash_levels": 6}}, **capture)
     assert "give it once, as options.field.hash_levels" in e.value.hint
-    with pytest.raises(EngineError, match=r"options.field.backbone: must be \"hashgrid\" for this method"):
+    with pytest.raises(EngineError, match=r"options.field.backbone: must be \"hashgrid\" or \"triplane\" for this method"):
         options("reconstruct", {"field": {"backbone": "mlp"}}, **capture)
     with pytest.raises(EngineError, match=r"options.occupancy.every: must be >= 1"):
         options("dreamfusion", {"occupancy": {"every": 0}})

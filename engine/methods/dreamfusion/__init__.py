@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...options import FieldOptions, OccupancyOptions, check, check_hashgrid_only, check_non_negative
+from ...options import FieldOptions, OccupancyOptions, check, check_grid_backbone, check_non_negative
 from ..base import MethodCard, Quality
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -61,7 +61,7 @@ class DreamFusionOptions:
                            "lambda_orientation", "lambda_opacity", "blob_density")
         check(0 < self.lr < 1, f"{key}.lr", self.lr, "must be in (0, 1)")
         check(0 < self.blob_radius <= 2, f"{key}.blob_radius", self.blob_radius, "must be in (0, 2]")
-        check_hashgrid_only(self, key)
+        check_grid_backbone(self, key)
         check(self.precision in PRECISIONS, f"{key}.precision", self.precision,
               'must be "auto", "fp32", "fp16" or "bf16"')
 

@@ -16,24 +16,20 @@ latents by a fixed affine map (engine/guidance/sds.py: rgb_to_latent_map).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ...cameras import camera_rays, focal_from_fov, sample_orbit
+from ...cameras import sample_orbit
 from ...captures import text_object_frame
 from ...fields import build_field
 from ...guidance.sds import ScoreDistillation
 from ...losses import opacity_entropy, orientation
 from ...models.diffusion import load_diffusion
-from ...render import composite, render_view
 from ...render.occupancy import EmptySpace
-from ...render.shading import SHADINGS, shade, surface_normals
+from ...render.shading import SHADINGS, render_shaded, sample_lighting
 from ...spec import JobSpec
 from .. import model_name
 from ..base import Method, Phase, Scene, StepOutput
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# stable-dreamfusion's mix once the warm-up is over: 20% albedo, 40% textureless, 40% lambertian.
-ALBEDO_P, TEXTURELESS_P = 0.2, 0.4
 
 
 def make_scene(spec: JobSpec, representation: dict | None = None) -> Scene:
@@ -91,32 +87,21 @@ class DreamFusion(Method):
         # 1. Refresh the empty-space grid on its schedule; a random camera, shading, light and background.
         field = self.empty_space.field_for_step(self.field, step, generator)
         view = sample_orbit(spec.orbit, 1, generator)
-        u, jitter = torch.rand(6, generator=generator).tolist(), torch.randn(3, generator=generator)
         # Latent steps are albedo-only, as Latent-NeRF's latent renders are unshaded: shape and colour first.
         latent = step < self.latent_warmup
-        mode = ("albedo" if step < self.warmup or latent or u[0] < ALBEDO_P
-                else "textureless" if u[0] < ALBEDO_P + TEXTURELESS_P else "lambertian")
-        ambient = 0.1 + 0.9 * u[1]
-        # A point light around the camera (threestudio): its direction jittered, its distance 0.8-1.5x the camera's.
-        eye = view.c2w[0, :3, 3]
-        light = (F.normalize(eye / eye.norm() + 0.5 * jitter, dim=0) * eye.norm() * (0.8 + 0.7 * u[2])).to(self.device)
-        background = torch.tensor(u[3:6], device=self.device)
-        # 2. Render albedo, opacity and depth with gradients.
-        c2w = view.c2w[0].to(self.device)
-        out = render_view(field, c2w, float(view.fov_deg[0]), size, spec.render.samples_per_ray, generator)
-        # 3. One normal per ray at its expected surface point; shade and composite.
-        origins, dirs = camera_rays(c2w, focal_from_fov(float(view.fov_deg[0]), size), size, size)
-        opacity = out.opacity.reshape(-1)
-        points, normals = surface_normals(field, origins, dirs, out.depth.reshape(-1), opacity)
-        rgb = shade(mode, out.rgb.reshape(-1, 3), opacity, normals, points, light, ambient)
-        image = composite(rgb, opacity, background).reshape(1, size, size, 3)
+        lighting = sample_lighting(view.c2w[0, :3, 3], step < self.warmup or latent, generator, self.device)
+        # 2. Render albedo, opacity and depth with gradients; 3. one normal per ray at its expected surface
+        # point; shade and composite.
+        render = render_shaded(field, view.c2w[0].to(self.device), float(view.fov_deg[0]), size,
+                               spec.render.samples_per_ray, lighting, generator)
+        image, opacity, normals = render.image, render.opacity, render.normals
         # 4. SDS under the view prompt (in the latent warm-up without the VAE encoder); regularisers on
         # the normals and the opacity.
         losses = self.guidance.loss(image, view, generator, approximate=latent)
-        losses["orientation"] = orientation(normals, dirs, opacity)
+        losses["orientation"] = orientation(normals, render.dirs, opacity)
         losses["opacity"] = opacity_entropy(opacity)
         metrics = {"opacity": opacity.mean().item(),
-                   "shading": float(SHADINGS.index(mode)), "latent": float(latent),
+                   "shading": float(SHADINGS.index(lighting.mode)), "latent": float(latent),
                    **self.empty_space.metrics()}
         return StepOutput(losses, metrics)
 

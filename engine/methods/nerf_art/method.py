@@ -22,13 +22,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import logging
-from pathlib import Path
 
 import torch
 
-from ...cameras import camera_rays
-from ...captures import ObjectFrame
-from ...errors import EngineError
 from ...fields import build_field
 from ...guidance.clip_style import StyleGuidance
 from ...guidance.negative_styles import NEGATIVE_STYLES, negative_styles_for
@@ -40,39 +36,16 @@ from ...options import FieldOptions
 from ...render import composite, render_rays
 from ...render.chunked import backprop_in_chunks
 from ...render.image import PIXEL_RADIUS
-from ...spec import JobSpec, load_job
-from .. import get_card, model_name
+from ...spec import JobSpec
+from .. import model_name
 from ..base import Phase, Scene, StepOutput
 from ..reconstruct.method import Reconstruct
+from ..source_job import field_options, load_source
 
 log = logging.getLogger("engine.nerf_art")
 
 # Rays per style step that carry the distortion loss (a random subset of the image's).
 DISTORTION_RAYS = 1024
-
-
-def source_spec(spec: JobSpec) -> JobSpec | None:
-    """The finished job named by inputs.source_job, checked; None when the capture is reconstructed here."""
-    if spec.inputs.source_job is None:
-        return None
-    folder = Path(spec.inputs.source_job).expanduser()
-    try:
-        source = load_job(folder)
-    except EngineError as e:
-        raise EngineError("invalid_job", f"inputs.source_job: {folder} is not a readable job ({e.message})",
-                          "give the folder of a finished reconstruct or dietnerf job") from None
-    source_methods = get_card(spec.method).source_methods
-    if source.method not in source_methods:
-        raise EngineError("invalid_job", f"inputs.source_job: {folder} is a {source.method} job",
-                          f"give a job of method {' or '.join(source_methods)}")
-    return source
-
-
-def field_options(spec: JobSpec) -> FieldOptions:
-    """The field settings of the source job when there is one (its checkpoint is loaded into this job's field),
-    else this job's options.field."""
-    source = source_spec(spec)
-    return (source if source is not None else spec).options.field
 
 
 def make_scene(spec: JobSpec, representation: dict | None = None) -> Scene:
@@ -92,10 +65,10 @@ class NerfArt(Reconstruct):
         # 1. The source field: reconstructed here first, or a finished job's (then in its object frame).
         self.source = copy.deepcopy(self.field).requires_grad_(False)
         self.modules["source"] = self.source
-        source = source_spec(spec)
-        if source is not None:
-            self.load_source(spec.inputs.source_job, source, device)
-        reconstruct_steps = o.reconstruct_steps if source is None else 0
+        if spec.inputs.source_job is not None:
+            load_source(self, device)
+            self.source.load_state_dict(self.field.state_dict())
+        reconstruct_steps = o.reconstruct_steps if spec.inputs.source_job is None else 0
         self.phases = (Phase("reconstruct", reconstruct_steps), Phase("style", spec.steps))
         # 2. Guidance: CLIP for the style losses, VGG for the structure.
         clip = load_clip(model_name(spec, "clip"), device, spec.allow_downloads)
@@ -109,30 +82,6 @@ class NerfArt(Reconstruct):
 
     def representation(self) -> dict:
         return {"field": dataclasses.asdict(self.field_options)}
-
-    def load_source(self, folder, source: JobSpec, device) -> None:
-        from ...jobs.checkpoint import load_checkpoint, read_checkpoint_meta
-
-        meta = read_checkpoint_meta(folder)
-        if meta is None:
-            raise EngineError("invalid_job", f"inputs.source_job: {folder} has no checkpoint",
-                              "run the source job to the end first")
-        modules = {"field": self.field}
-        grid = self.empty_space.grid
-        if grid is not None and source.options.occupancy.resolution == grid.resolution:
-            modules["occupancy"] = grid
-        try:
-            load_checkpoint(folder, modules, None, device)
-        except RuntimeError as e:
-            raise EngineError("invalid_job", f"inputs.source_job: its checkpoint does not fit this job's field ({e})",
-                              "use the same options.occupancy.resolution as the source job") from None
-        self.source.load_state_dict(self.field.state_dict())
-        # The capture's cameras, re-expressed in the frame the source field was fitted in.
-        if meta.get("object_frame"):
-            frame = ObjectFrame.from_dict(meta["object_frame"])
-            self.capture.c2w = frame.c2w_to_object(self.frame.c2w_to_world(self.capture.c2w))
-            self.frame = self.capture.frame = frame
-        log.info("style steps start from %s (step %d)", folder, meta["step"])
 
     def styling(self, step: int) -> bool:
         return self.phase(step).name == "style"
@@ -148,15 +97,6 @@ class NerfArt(Reconstruct):
                 "local_contrastive": o.lambda_local, "perceptual": o.lambda_perceptual,
                 "distortion": o.style_lambda_distortion}
 
-    def style_camera(self, index: int):
-        """Rays (R,3) of training frame `index` at the style render size (long side render.size), (H, W), focal."""
-        h, w = self.capture.size
-        s = self.spec.render.size / max(h, w)
-        rh, rw = max(8, round(h * s)), max(8, round(w * s))
-        fx, fy, cx, cy = (self.capture.intrinsics[index] * torch.tensor([rw / w, rh / h, rw / w, rh / h])).tolist()
-        origins, dirs = camera_rays(self.capture.c2w[index].to(self.device), fx, rw, rh, cx, cy, focal_y=fy)
-        return origins, dirs, (rh, rw), fx
-
     def step(self, step: int, generator: torch.Generator) -> StepOutput:
         if not self.styling(step):
             return super().step(step, generator)
@@ -168,7 +108,7 @@ class NerfArt(Reconstruct):
         # 1. Refresh the empty-space grid; a training pose, its rays at the style size.
         field = self.empty_space.field_for_step(self.field, step, generator)
         index = int(self.train[torch.randint(len(self.train), (1,), generator=generator)])
-        origins, dirs, (h, w), focal = self.style_camera(index)
+        origins, dirs, (h, w), focal = self.frame_camera(index)
         white = torch.ones(3, device=self.device)
 
         def render(field_fn, o_, d_):

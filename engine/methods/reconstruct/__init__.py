@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...options import FieldOptions, OccupancyOptions, check, check_hashgrid_only
+from ...options import FieldOptions, OccupancyOptions, check, check_grid_backbone
 from ..base import MethodCard, Quality
 
 # Capture methods: the cameras come from the capture; the orbit only sets the preview and
@@ -56,7 +56,7 @@ class ReconstructOptions:
               "must be between 16 and 8192")
         check(self.holdout_every == 0 or self.holdout_every >= 2, f"{key}.holdout_every", self.holdout_every,
               "must be 0 (no held-out frames) or >= 2")
-        check_hashgrid_only(self, key)
+        check_grid_backbone(self, key)
         check(self.lambda_opacity >= 0, f"{key}.lambda_opacity", self.lambda_opacity, "must be >= 0")
 
 

@@ -16,6 +16,7 @@ import math
 
 import torch
 
+from ...cameras import camera_rays
 from ...captures import Capture, capture_rays, load_capture
 from ...fields import build_field
 from ...losses import distortion, opacity_entropy
@@ -120,6 +121,16 @@ class Reconstruct(Method):
         field = self.empty_space.field_for_step(self.field, step, generator)
         losses, metrics = self.photometric(field, self.spec.options.rays_per_step, generator)
         return StepOutput(losses, {**metrics, **self.empty_space.metrics()})
+
+    def frame_camera(self, index: int) -> tuple[torch.Tensor, torch.Tensor, tuple[int, int], float]:
+        """Rays (R,3) of capture frame `index` with its long side at render.size (NeRF-Art's style renders, the
+        latent edit's reconstruction renders), its (h, w) there and its focal length (x) in pixels."""
+        h, w = self.capture.size
+        s = self.spec.render.size / max(h, w)
+        rh, rw = max(8, round(h * s)), max(8, round(w * s))
+        fx, fy, cx, cy = (self.capture.intrinsics[index] * torch.tensor([rw / w, rh / h, rw / w, rh / h])).tolist()
+        origins, dirs = camera_rays(self.capture.c2w[index].to(self.device), fx, rw, rh, cx, cy, focal_y=fy)
+        return origins, dirs, (rh, rw), fx
 
     def render_frame(self, index: int, background: torch.Tensor, chunk: int = 16384) -> torch.Tensor:
         """Frame `index` of the capture rendered over `background` (3,): (H,W,3), without gradients."""

@@ -11,6 +11,8 @@ through exactly the code paths of the real models (engine.models.load_clip, engi
   held-out views, writes the folder (open_clip_config.json, open_clip_model.safetensors, MODEL_CARD.md).
 - train_diffusion.py: `python -m engine.models.starter.train_diffusion`: the same for a small latent diffusion
   model in Stable Diffusion's architecture (a diffusers pipeline folder), for DreamFusion.
+- train_decoder.py: `python -m engine.models.starter.train_decoder`: EG3D's tri-plane decoder trained over the
+  shapes in random colours, the decoder latent editing starts from.
 - judge.py: turntables of a finished job and the judge's verdict on them (bench/bench_text_to_3d.py, tests).
 """
 from pathlib import Path
@@ -22,6 +24,8 @@ STARTER_JUDGE = STARTER_DIR / "judge"
 """The judge: trained apart (another seed, other renders, another size), for evaluation only."""
 STARTER_DIFFUSION = STARTER_DIR / "diffusion"
 """DreamFusion's guidance: a diffusers pipeline folder (Stable Diffusion's architecture, small)."""
+STARTER_DECODER = STARTER_DIR / "triplane_decoder"
+"""Latent editing's tri-plane decoder, trained over many shapes and colours (train_decoder.py)."""
 
 
 def starter_job(method: str) -> dict:

@@ -2,7 +2,7 @@
 
 Reads JOB_DIR/job.json and emits the event stream, previews, preview meshes and
 result/mesh.npz of a coloured sphere. Capture jobs (inputs.capture) run as the engine counts
-them (nerf_art: options.reconstruct_steps + steps), and their sphere fills the capture's
+them (nerf_art, latent_edit: options.reconstruct_steps + steps), and their sphere fills the capture's
 text3d_bounds, in its world frame. The environment variable TEXT3D_FAKE_ENGINE (a JSON
 object) steers it, so job.json stays exactly what the add-on wrote:
   mode: "ok" | "crash" (dies mid-job without `finished`) | "error" (reports an error)
@@ -144,7 +144,7 @@ def main(argv):
 
     steps = job["steps"]
     inputs = job.get("inputs", {})
-    if job["method"] == "nerf_art" and "source_job" not in inputs:
+    if job["method"] in ("nerf_art", "latent_edit") and "source_job" not in inputs:
         steps += job.get("options", {}).get("reconstruct_steps", 2000)
     emit(event="started", method=job["method"], steps=steps, device="cpu", engine="fake")
     log.write("fake engine started\n")
