@@ -115,3 +115,23 @@ def test_build_field_makes_the_triplane_backbone_from_options():
     assert isinstance(field, TriPlaneField) and field.planes().shape == (3, 8, 16, 16)
     assert field.density_bias.item() == -2.0 and field.lambda_plane_tv == 1e-3
     assert field.decoder[0].out_features == 16
+
+
+def test_the_starter_decoder_ships_and_is_the_default_where_it_fits():
+    from safetensors.torch import load_file
+
+    from engine.errors import EngineError
+    from engine.models.starter import STARTER_DECODER
+
+    shipped = load_file(str(STARTER_DECODER / "decoder.safetensors"))
+    field = build_field(FieldOptions(backbone="triplane", triplane_channels=32, triplane_resolution=8, mlp_width=64))
+    assert all(torch.equal(field.decoder.state_dict()[k], v) for k, v in shipped.items())
+    # "auto" with another channel count: random weights; "starter" then is an error naming the option.
+    other = FieldOptions(backbone="triplane", triplane_channels=8, triplane_resolution=8, mlp_width=64)
+    assert build_field(other).decoder[0].in_features == 8
+    with pytest.raises(EngineError, match="options.field.triplane_decoder") as e:
+        build_field(FieldOptions(**{**other.__dict__, "triplane_decoder": "starter"}))
+    assert e.value.kind == "invalid_job" and "triplane_channels 32" in e.value.hint
+    none = build_field(FieldOptions(backbone="triplane", triplane_channels=32, triplane_resolution=8,
+                                    triplane_decoder="none"))
+    assert not torch.equal(none.decoder[0].weight, shipped["0.weight"])
