@@ -270,6 +270,8 @@ def test_help_documents_exit_codes():
 def test_old_flat_option_keys_run_resume_and_match_the_nested_ones(tmp_path, tiny_models):
     """A job.json of an older engine (flat field/empty-space keys) gives the same weights as today's nested keys,
     and a checkpoint whose saved job has the old layout resumes."""
+    from engine.options import LEGACY_OPTION_KEYS
+
     flat = {"n_augments": 2, "field": "hashgrid", "hash_levels": 4, "hash_log2_size": 12, "hash_max_resolution": 64,
             "mlp_width": 16, "occupancy_resolution": 16, "occupancy_every": 2}
     nested = {"n_augments": 2, "field": {"backbone": "hashgrid", "hash_levels": 4, "hash_log2_size": 12,
@@ -286,9 +288,8 @@ def test_old_flat_option_keys_run_resume_and_match_the_nested_ones(tmp_path, tin
     meta = json.loads(meta_path.read_text())
     saved = meta["job"]["options"]
     old = {k: v for k, v in saved.items() if k not in ("field", "occupancy")}
-    # (density_bias is newer than the flat keys: no flat-era job had it.)
-    old.update({k: v for k, v in saved["field"].items() if k not in ("backbone", "density_bias")},
-               field=saved["field"]["backbone"])
+    # Only the keys that had a flat form (density_bias and the tri-plane keys are newer: no flat-era job had them).
+    old.update({k: v for k, v in saved["field"].items() if k in LEGACY_OPTION_KEYS}, field=saved["field"]["backbone"])
     old.update({f"occupancy_{k}": v for k, v in saved["occupancy"].items()})
     meta["job"]["options"] = old
     meta_path.write_text(json.dumps(meta))
