@@ -72,3 +72,18 @@ def load_source(method, device) -> None:
         method.capture.c2w = frame.c2w_to_object(method.frame.c2w_to_world(method.capture.c2w))
         method.frame = method.capture.frame = frame
     log.info("starting from %s (step %d)", folder, meta["step"])
+
+
+def frozen_source(method, device) -> int:
+    """Give a Reconstruct-based method its frozen source: `method.source`, a copy of its field kept in checkpoints
+    (modules["source"]), loaded from inputs.source_job when the job names one (load_source). Returns the
+    reconstruction steps still to run: options.reconstruct_steps, or 0 when the source job is the reconstruction."""
+    import copy
+
+    method.source = copy.deepcopy(method.field).requires_grad_(False)
+    method.modules["source"] = method.source
+    if method.spec.inputs.source_job is None:
+        return method.spec.options.reconstruct_steps
+    load_source(method, device)
+    method.source.load_state_dict(method.field.state_dict())
+    return 0

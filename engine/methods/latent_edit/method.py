@@ -29,7 +29,6 @@ no illumination loss (it needs a pretrained relighting network).
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 
@@ -54,7 +53,7 @@ from .. import model_name
 from ..base import Phase, Scene, StepOutput
 from ..dreamfusion.method import model_dtype
 from ..reconstruct.method import Reconstruct
-from ..source_job import field_options, load_source
+from ..source_job import field_options, frozen_source
 
 
 def make_scene(spec: JobSpec, representation: dict | None = None) -> Scene:
@@ -113,12 +112,7 @@ class LatentEdit(Reconstruct):
                               '"triplane", or leave inputs.source_job out to invert the capture here')
         # 1. The capture, the tri-plane field and Adam (Reconstruct's), and the source: a frozen copy.
         super().__init__(spec, device)
-        self.source = copy.deepcopy(self.field).requires_grad_(False)
-        self.modules["source"] = self.source
-        if spec.inputs.source_job is not None:
-            load_source(self, device)
-            self.source.load_state_dict(self.field.state_dict())
-        reconstruct_steps = o.reconstruct_steps if spec.inputs.source_job is None else 0
+        reconstruct_steps = frozen_source(self, device)
         self.phases = (Phase("invert", reconstruct_steps), Phase("edit", spec.steps))
         if o.tune_steps:
             self.phases += (Phase("tune", o.tune_steps),)

@@ -19,7 +19,6 @@ higher learning rate than its 5e-4; the source field is a frozen copy kept in ch
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 
@@ -40,7 +39,7 @@ from ...spec import JobSpec
 from .. import model_name
 from ..base import Phase, Scene, StepOutput
 from ..reconstruct.method import Reconstruct
-from ..source_job import field_options, load_source
+from ..source_job import field_options, frozen_source
 
 log = logging.getLogger("engine.nerf_art")
 
@@ -63,12 +62,7 @@ class NerfArt(Reconstruct):
         self.field_options = field_options(spec)
         super().__init__(spec, device)
         # 1. The source field: reconstructed here first, or a finished job's (then in its object frame).
-        self.source = copy.deepcopy(self.field).requires_grad_(False)
-        self.modules["source"] = self.source
-        if spec.inputs.source_job is not None:
-            load_source(self, device)
-            self.source.load_state_dict(self.field.state_dict())
-        reconstruct_steps = o.reconstruct_steps if spec.inputs.source_job is None else 0
+        reconstruct_steps = frozen_source(self, device)
         self.phases = (Phase("reconstruct", reconstruct_steps), Phase("style", spec.steps))
         # 2. Guidance: CLIP for the style losses, VGG for the structure.
         clip = load_clip(model_name(spec, "clip"), device, spec.allow_downloads)
