@@ -9,8 +9,9 @@
     t3d.restyle(folder, "a man with a beard", "latent_edit", keep_original=2.0, face=True)  # latent editing
 
 Settings start from the scene's Text3D panel (its Restyle section for restyle) and the add-on
-preferences; any keyword of jobspec.Settings overrides them, as do engine_python=,
-engine_root=, jobs_dir=, location=.
+preferences; any keyword of jobspec.Settings overrides them (budget_s=300 fits the run into five
+minutes on this machine, budget_s=0 runs every step), as do engine_python=, engine_root=,
+jobs_dir=, location=. estimate(...) says how long a job would take, from the jobs run here.
 `wait=True` drives the job from the calling thread, which background Blender needs
 because its timers never fire.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import bpy
 
+from . import estimate as estimates
 from . import jobspec, paths, props, scene_capture
 from .jobs import MANAGER, Job
 
@@ -154,6 +156,15 @@ def batch(prompts: list[str], *, wait: bool = True, columns: int | None = None, 
         for handle in handles:
             handle.wait()
     return handles
+
+
+def estimate(prompt: str | None = None, *, restyle: bool = False, jobs_dir: str | Path | None = None,
+             **overrides) -> estimates.Estimate:
+    """How long generate(prompt, **overrides) (restyle=True: restyle(**overrides)) would take on this machine, from
+    the jobs already run in the jobs folder: .text is the panel's line, .seconds and .steps the numbers.
+    Raises jobspec.SettingsError for settings that make no job."""
+    settings = restyle_settings_for(prompt=prompt, **overrides) if restyle else settings_for(prompt, **overrides)
+    return estimates.estimate(jobspec.build_job(settings), jobs_dir or props.jobs_dir(props.preferences()))
 
 
 def settings_for(prompt: str | None = None, **overrides) -> jobspec.Settings:

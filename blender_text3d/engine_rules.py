@@ -1,5 +1,6 @@
 """The engine's torch-free modules, as the add-on reads them: job validation (spec), the method cards
-(methods), the model roles (models.registry) and the exit codes (errors).
+(methods), the model roles (models.registry), the exit codes (errors) and the time budget's margins
+(jobs.budget).
 
 One source of truth: the add-on derives its method menus, quality presets, defaults and limits from
 these modules instead of restating them. They import neither torch nor bpy, and ship with the
@@ -55,3 +56,5 @@ methods = engine_module("methods")
 """engine/methods: CARDS (name -> MethodCard), in menu order."""
 errors = engine_module("errors")
 """engine/errors.py: EXIT_CODES and EngineError."""
+budget = engine_module("jobs.budget")
+"""engine/jobs/budget.py: how the engine fits a run into job.json `budget_s` (its margins), for the estimates."""

@@ -35,6 +35,8 @@ class Quality:
     reconstruct_steps: int | None = None
     """Methods that reconstruct first (nerf_art, latent_edit): reconstruction steps before the style or edit
     steps; None = not applicable or the engine's default."""
+    budget_s: float | None = None
+    """Time budget in seconds (job.json `budget_s`): the engine fits the steps into it; None = no budget."""
 
 
 # Everything about the methods (names, menus, presets, defaults) comes from the engine's method cards
@@ -141,7 +143,7 @@ def preset(method: str, quality: str) -> Quality | None:
     p = engine_methods.CARDS[method].presets.get(quality)
     if p is None:
         return None
-    return Quality(p.steps, p.render_size, p.mesh_resolution, p.options.get("reconstruct_steps"))
+    return Quality(p.steps, p.render_size, p.mesh_resolution, p.options.get("reconstruct_steps"), p.budget_s)
 
 
 class SettingsError(ValueError):
@@ -220,6 +222,9 @@ class Settings:
     reconstruct_steps: int | None = None
     """Methods that reconstruct first (nerf_art, latent_edit): reconstruction steps before the style or edit
     steps; None = from the quality preset."""
+    budget_s: float | None = None
+    """Time budget in seconds: the engine fits the run, export included, into it on the machine it runs on (at
+    most `steps`); 0 = no budget; None = the quality preset's (capture methods' draft and standard have one)."""
     keep_original: float | None = None
     """latent_edit: how strongly the edit holds to the original, 0 to 100 (multiplies the reconstruction and
     identity weights; 0 = a pure edit toward the prompt); None = the engine's default (1)."""
@@ -257,6 +262,13 @@ def resolved_quality(s: Settings) -> Quality:
         values["reconstruct_steps"] = s.reconstruct_steps
     elif base is not None and not s.source_job and not given_as_option:
         values["reconstruct_steps"] = base.reconstruct_steps
+    # The user's budget replaces the preset's; 0 clears it.
+    budget = s.budget_s if s.budget_s is not None else (base.budget_s if base is not None else None)
+    if budget is not None:
+        budget = _check_number("budget_s", budget)
+        if budget < 0:
+            raise SettingsError("budget_s", f"must be a number of seconds, or 0 for no time budget (got {budget:g})")
+    values["budget_s"] = budget or None
     return Quality(**values)
 
 
@@ -280,6 +292,8 @@ def build_job(s: Settings) -> dict:
     if s.prompt.strip():
         job["prompt"] = s.prompt.strip()
     job.update({"seed": s.seed, "steps": q.steps, "device": s.device, "render": {"size": q.render_size}})
+    if q.budget_s:
+        job["budget_s"] = q.budget_s
     if s.negative_prompt.strip():
         job["negative_prompt"] = s.negative_prompt.strip()
     if s.samples_per_ray is not None:

@@ -38,6 +38,9 @@ def _dreamfusion_default(option: str):
 
 # The Restyle section's settings of the methods that have them as options (latent_edit's LatentEditOptions).
 EDIT_KEYS = ("keep_original", "face")
+BUDGET_DEFAULT_MIN = 10.0
+BUDGET_DESCRIPTION = ("Minutes the job may take on this machine, export included: the engine fits its steps into "
+                      "them and stops in time; 0 = no budget, every step runs")
 
 
 class Text3DSettings(bpy.types.PropertyGroup):
@@ -57,6 +60,10 @@ class Text3DSettings(bpy.types.PropertyGroup):
     mesh_resolution: IntProperty(name="Mesh Resolution", description="Marching-cubes grid of the exported "
                                  "mesh (Custom quality)", default=_standard.mesh_resolution, min=16, max=1024)
     seed: IntProperty(name="Seed", description="Random seed; the same seed gives the same object", min=0)
+    custom_budget: BoolProperty(name="Time Budget", default=False,
+                                description="Set the time budget yourself instead of taking the quality preset's")
+    budget_minutes: FloatProperty(name="Minutes", default=BUDGET_DEFAULT_MIN, min=0.0, soft_max=120.0,
+                                  description=BUDGET_DESCRIPTION)
     live_preview: BoolProperty(name="Live Preview", default=True,
                                description="Show a coarse mesh in the viewport while the job runs")
     custom_orbit: BoolProperty(name="Custom Orbit", default=False,
@@ -96,6 +103,11 @@ class Text3DSettings(bpy.types.PropertyGroup):
                                  "Edit (latent): the edited object")
     restyle_quality: EnumProperty(name="Quality", items=QUALITY_ITEMS[:3], default="standard",
                                   description="Preset for steps, render size and mesh resolution")
+    restyle_custom_budget: BoolProperty(name="Time Budget", default=False,
+                                        description="Set the time budget yourself instead of taking the quality "
+                                        "preset's")
+    restyle_budget_minutes: FloatProperty(name="Minutes", default=BUDGET_DEFAULT_MIN, min=0.0, soft_max=120.0,
+                                          description=BUDGET_DESCRIPTION)
     keep_original: FloatProperty(name="Keep the Original", default=jobspec.option_default("latent_edit",
                                  "keep_original"), min=0.0, max=100.0, soft_min=0.0, soft_max=4.0,
                                  description="Edit (latent): how strongly the edit holds to the original; "
@@ -114,6 +126,8 @@ def panel_settings(s: Text3DSettings) -> dict:
         values.update({k: getattr(s, k) for k in QUALITY_KEYS})
     if s.custom_orbit:
         values.update({k: getattr(s, k) for k in ORBIT_KEYS})
+    if s.custom_budget:
+        values["budget_s"] = budget_seconds(s.budget_minutes)
     if jobspec.uses_diffusion(s.method):
         # Left to the engine's defaults until the user sets them; the range goes as a pair,
         # since the panel shows both ends.
@@ -133,12 +147,19 @@ def restyle_settings(s: Text3DSettings, method: str | None = None) -> dict:
               "method": method, "quality": s.restyle_quality,
               "prompt": s.style_prompt if jobspec.takes_prompt(method) else "",  # hidden otherwise
               **{k: getattr(s, k) for k in ("seed", "live_preview", "texture_size")}}
+    if s.restyle_custom_budget:
+        values["budget_s"] = budget_seconds(s.restyle_budget_minutes)
     # Only for a method that has them (shown only then), and left to the engine's defaults until set.
     for key in EDIT_KEYS:
         if key in jobspec.option_names(method) and s.is_property_set(key):
             value = getattr(s, key)
             values[key] = _float32(value) if isinstance(value, float) else value
     return values
+
+
+def budget_seconds(minutes: float) -> float:
+    """A budget property's minutes as the job's seconds (to a tenth: the property is a float32); 0 = none."""
+    return round(minutes * 60, 1)
 
 
 def _float32(value: float) -> float:

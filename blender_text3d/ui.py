@@ -8,7 +8,7 @@ import textwrap
 
 import bpy
 
-from . import api, captures, jobspec, paths, props
+from . import api, captures, estimate, jobspec, paths, props
 from .jobs import MANAGER
 from .setup import SETUP
 
@@ -60,14 +60,13 @@ class VIEW3D_PT_text3d(Text3DPanel, bpy.types.Panel):
             col.prop(s, "render_size")
         else:
             q = jobspec.preset(s.method, s.quality)
-            layout.label(text=f"{q.steps} steps, {q.render_size} px renders, mesh {q.mesh_resolution}")
+            layout.label(text=f"{q.steps} steps, {q.render_size} px renders, mesh {q.mesh_resolution}"
+                         + _preset_budget(q, s.custom_budget))
+        _draw_budget(layout, s, "custom_budget", "budget_minutes")
         row = layout.row()
         row.prop(s, "seed")
         row.prop(s, "live_preview", text="Live")
-        try:
-            jobspec.build_job(api.settings_for())
-        except jobspec.SettingsError as exc:
-            _wrapped(layout.box(), str(exc), icon="ERROR")
+        _draw_job_check(layout, api.settings_for)
         row = layout.row()
         row.scale_y = 1.5
         row.operator("text3d.generate", icon="PLAY")
@@ -140,14 +139,37 @@ class VIEW3D_PT_text3d_restyle(Text3DPanel, bpy.types.Panel):
         q = jobspec.preset(s.restyle_method, s.restyle_quality)
         own = f"{words.label.lower()} steps" if words.label else "steps"
         steps = f"{q.reconstruct_steps} + {q.steps} {own}" if q.reconstruct_steps else f"{q.steps} steps"
-        layout.label(text=f"{steps}, {q.render_size} px, mesh {q.mesh_resolution}")
-        try:
-            jobspec.build_job(api.restyle_settings_for())
-        except jobspec.SettingsError as exc:
-            _wrapped(layout.box(), str(exc), icon="ERROR")
+        layout.label(text=f"{steps}, {q.render_size} px, mesh {q.mesh_resolution}"
+                     + _preset_budget(q, s.restyle_custom_budget))
+        _draw_budget(layout, s, "restyle_custom_budget", "restyle_budget_minutes")
+        _draw_job_check(layout, api.restyle_settings_for)
         row = layout.row()
         row.scale_y = 1.5
         row.operator("text3d.restyle", text=words.button, icon="PLAY")
+
+
+def _preset_budget(q: jobspec.Quality, custom: bool) -> str:
+    """The preset's time budget for its summary line, "" when it has none or the user sets their own."""
+    return f", at most {estimate.duration(q.budget_s)}" if q.budget_s and not custom else ""
+
+
+def _draw_budget(layout, s, toggle: str, minutes: str) -> None:
+    """The time budget: the preset's, or the user's minutes (0 = none) once the toggle is on."""
+    row = layout.row(align=True)
+    row.prop(s, toggle, text="Budget")
+    sub = row.row(align=True)
+    sub.active = getattr(s, toggle)
+    sub.prop(s, minutes, text="Minutes")
+
+
+def _draw_job_check(layout, settings_for) -> None:
+    """What the engine would refuse in these settings, else how long the job should take on this machine."""
+    try:
+        job = jobspec.build_job(settings_for())
+    except jobspec.SettingsError as exc:
+        _wrapped(layout.box(), str(exc), icon="ERROR")
+        return
+    _wrapped(layout, estimate.estimate(job, props.jobs_dir(props.preferences())).text, icon="TIME")
 
 
 def _views(capture_path: str) -> int | None:

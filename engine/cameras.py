@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .lens import camera_directions
 from .spec import OrbitConfig
 
 
@@ -93,12 +94,17 @@ def focal_from_fov(fov_deg: float, size: int) -> float:
 
 
 def camera_rays(c2w: torch.Tensor, focal: float, width: int, height: int, cx: float | None = None,
-                cy: float | None = None, focal_y: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                cy: float | None = None, focal_y: float | None = None, distortion=None,
+                fisheye: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Rays through pixel centres, row 0 at the top of the image.
 
     c2w: (4,4); focal (and focal_y, default focal) in pixels; cx, cy the principal point in
-    pixels from the top left (default the centre). Returns origins (H*W,3) and unit
-    directions (H*W,3), row-major from the top left pixel.
+    pixels from the top left (default the centre); distortion: None or the lens's 6
+    coefficients k1, k2, k3, k4, p1, p2 (a sequence or (6,) tensor, as transforms.json
+    writes them); fisheye: OPENCV_FISHEYE rather than the radial-tangential model (see
+    engine.lens). Returns origins (H*W,3) and unit directions (H*W,3), row-major from the
+    top left pixel. A pinhole camera (no coefficients, or all 0, and not fisheye) takes the
+    pinhole formula directly.
     """
     focal_y = focal if focal_y is None else focal_y
     cx = width / 2 if cx is None else cx
@@ -106,8 +112,16 @@ def camera_rays(c2w: torch.Tensor, focal: float, width: int, height: int, cx: fl
     j = torch.arange(width, dtype=torch.float32, device=c2w.device) + 0.5
     i = torch.arange(height, dtype=torch.float32, device=c2w.device) + 0.5
     ii, jj = torch.meshgrid(i, j, indexing="ij")
-    # Camera space: +X right, +Y up, looking down -Z; image rows grow downwards.
-    dirs = torch.stack([(jj - cx) / focal, -(ii - cy) / focal_y, -torch.ones_like(ii)], dim=-1).reshape(-1, 3)
+    if fisheye or (distortion is not None and any(float(k) != 0.0 for k in distortion)):
+        n = ii.numel()
+        intrinsics = torch.tensor([focal, focal_y, cx, cy], dtype=torch.float32, device=c2w.device).expand(n, 4)
+        coeffs = torch.as_tensor(distortion if distortion is not None else [0.0] * 6, dtype=torch.float32,
+                                 device=c2w.device).reshape(6).expand(n, 6)
+        mask = torch.full((n,), bool(fisheye), dtype=torch.bool, device=c2w.device)
+        dirs = camera_directions(jj.reshape(-1), ii.reshape(-1), intrinsics, coeffs, mask)
+    else:
+        # Camera space: +X right, +Y up, looking down -Z; image rows grow downwards.
+        dirs = torch.stack([(jj - cx) / focal, -(ii - cy) / focal_y, -torch.ones_like(ii)], dim=-1).reshape(-1, 3)
     dirs = dirs @ c2w[:3, :3].T
     dirs = torch.nn.functional.normalize(dirs, dim=-1)
     origins = c2w[:3, 3].expand_as(dirs)

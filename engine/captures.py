@@ -9,6 +9,12 @@ NeRF's convention). Everything wrong with a capture is a `capture_invalid` error
 file, the frame and the key. read_cameras is the one reader of these files: load_capture adds
 the images to it, `engine render --cameras` uses it without any.
 
+Lenses: nerfstudio's camera models. PINHOLE, SIMPLE_PINHOLE, OPENCV, SIMPLE_RADIAL and RADIAL
+use OpenCV's radial-tangential distortion (k1, k2, k3, p1, p2), OPENCV_FISHEYE the equidistant
+fisheye model (k1..k4); camera_model and the coefficients may be given per file or per frame.
+Distortion is applied per pixel (engine.lens): frame_rays and capture_rays cast each pixel's ray
+through its frame's lens, so the photos are used as taken.
+
 The engine works in the object cube [-1,1]^3; a capture lives anywhere in its world. An
 ObjectFrame (world = object * scale + offset, no rotation) maps one onto the other; results
 (meshes, renders' transforms.json) go back through it, so the mesh lands where the object was.
@@ -16,6 +22,7 @@ ObjectFrame (world = object * scale + offset, no rotation) maps one onto the oth
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -25,11 +32,19 @@ import numpy as np
 import torch
 
 from .errors import EngineError
+from .lens import camera_directions
+
+log = logging.getLogger("engine.captures")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".exr", ".tif", ".tiff")
-# Distortion coefficients of nerfstudio's OPENCV and OPENCV_FISHEYE camera models.
+# Distortion coefficients of nerfstudio's OPENCV and OPENCV_FISHEYE camera models, in engine.lens's order.
 DISTORTION_KEYS = ("k1", "k2", "k3", "k4", "p1", "p2")
+# Camera models of the radial-tangential lens (distortion-free when every coefficient is 0).
 PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE", "OPENCV", "SIMPLE_RADIAL", "RADIAL")
+FISHEYE_MODELS = ("OPENCV_FISHEYE",)
+CAMERA_MODELS = PINHOLE_MODELS + FISHEYE_MODELS
+# Coefficients a model does not use (k4 of the radial-tangential model, p1 and p2 of the fisheye).
+UNUSED_KEYS = {False: ("k4",), True: ("p1", "p2")}
 # How far the object may reach in the cube: a margin against clipping at the cube's faces.
 OBJECT_EXTENT = 0.8
 # Cameras must see the cube from outside: its corners are 1.73 from the centre.
@@ -89,7 +104,19 @@ class Capture:
     source: Path
     """The transforms JSON file(s) were read from (the train file for the NeRF-synthetic layout)."""
     warnings: list[str] = field(default_factory=list)
-    """What was ignored or adjusted (lens distortion, downsampling), for the job's log."""
+    """What was ignored or adjusted (unused lens coefficients, downsampling), for the job's log."""
+    distortion: torch.Tensor | None = None
+    """(N,6) float32 lens coefficients k1, k2, k3, k4, p1, p2 (DISTORTION_KEYS); zeros for pinhole frames
+    (None when constructed: zeros)."""
+    fisheye: torch.Tensor | None = None
+    """(N,) bool: OPENCV_FISHEYE frames (the rest use the radial-tangential model); None when constructed: none."""
+
+    def __post_init__(self) -> None:
+        n = len(self.images)
+        if self.distortion is None:
+            self.distortion = torch.zeros(n, len(DISTORTION_KEYS), dtype=torch.float32)
+        if self.fisheye is None:
+            self.fisheye = torch.zeros(n, dtype=torch.bool)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -136,8 +163,20 @@ class FrameCamera:
     cx: float | None
     cy: float | None
     """Principal point in pixels from the top left; None: the image's centre."""
-    distorted: bool
-    """Some lens distortion coefficient (DISTORTION_KEYS) is not 0: the images are used as if undistorted."""
+    distortion: tuple[float, ...] = (0.0,) * len(DISTORTION_KEYS)
+    """The lens's coefficients k1, k2, k3, k4, p1, p2 (DISTORTION_KEYS; absent ones 0), as written."""
+    fisheye: bool = False
+    """camera_model OPENCV_FISHEYE (equidistant fisheye); else the radial-tangential model."""
+
+    @property
+    def distorted(self) -> bool:
+        """The lens is not a pinhole: fisheye, or some distortion coefficient is not 0."""
+        return self.fisheye or any(k != 0.0 for k in self.distortion)
+
+    @property
+    def camera_model(self) -> str:
+        """OPENCV_FISHEYE, OPENCV (some coefficient not 0) or PINHOLE: the model that describes this lens."""
+        return camera_model(self.fisheye, self.distortion)
 
     def intrinsics(self) -> tuple[float, float, float, float]:
         """fx, fy, cx, cy in pixels of the width x height image (the size must be known)."""
@@ -171,6 +210,23 @@ class Cameras:
 
 def capture_invalid(message: str, hint: str) -> EngineError:
     return EngineError("capture_invalid", message, hint)
+
+
+def camera_model(fisheye: bool, distortion) -> str:
+    """The camera_model that writes a lens: OPENCV_FISHEYE, OPENCV (some coefficient not 0) or PINHOLE."""
+    if fisheye:
+        return "OPENCV_FISHEYE"
+    return "OPENCV" if any(float(k) != 0.0 for k in distortion) else "PINHOLE"
+
+
+def _camera_model(value, where: str) -> str:
+    """A camera_model value, checked: one of CAMERA_MODELS (upper case). where: "FILE: camera_model" or
+    "FILE: frames[i].camera_model", for the message."""
+    model = str(value).upper()
+    if model not in CAMERA_MODELS:
+        raise capture_invalid(f"{where} {value} is not supported (supported: {', '.join(CAMERA_MODELS)})",
+                              "undistort the images (e.g. nerfstudio's ns-process-data) and write a PINHOLE capture")
+    return model
 
 
 def find_transforms(path: str | Path) -> tuple[Path, list[tuple[Path, bool]]]:
@@ -306,9 +362,9 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
     """Read and check every frame's camera of a capture or transforms file: the one reader of transforms.json.
 
     Raises EngineError("capture_invalid") naming the file, the frame and the key: missing or
-    unreadable file, no frames, a camera model other than pinhole (OPENCV's distortion is only
-    flagged), a transform_matrix that is not a rigid camera-to-world matrix (3x4 is completed),
-    missing or impossible intrinsics, bad text3d_bounds.
+    unreadable file, no frames, a camera_model (file or frame) not in CAMERA_MODELS, a distortion
+    coefficient that is not a finite number, a transform_matrix that is not a rigid camera-to-world
+    matrix (3x4 is completed), missing or impossible intrinsics, bad text3d_bounds.
 
     need_images: every frame needs file_path and an existing image, all of one size; the images
     give width and height (the file's w, h must agree). open_image(path, where) -> (H, W) reads
@@ -331,10 +387,8 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
         frames = data.get("frames")
         if not isinstance(frames, list) or not frames:
             raise capture_invalid(f"{file}: no frames", "a capture needs a non-empty 'frames' list")
-        model = str(data.get("camera_model", "PINHOLE")).upper()
-        if model not in PINHOLE_MODELS:
-            raise capture_invalid(f"{file}: camera_model {model} is not supported (pinhole cameras only)",
-                                  "undistort the images (e.g. nerfstudio's ns-process-data) and write a PINHOLE capture")
+        if "camera_model" in data:
+            _camera_model(data["camera_model"], f"{file}: camera_model")
         for i, frame in enumerate(frames):
             where = f"{file.name}: frames[{i}]"
             if not isinstance(frame, dict):
@@ -355,6 +409,8 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
         if "transform_matrix" not in frame:
             raise capture_invalid(f"{where} has no transform_matrix", "each frame needs a camera-to-world matrix")
         m = _matrix(frame["transform_matrix"], where)
+        model = (_camera_model(frame["camera_model"], f"{where}.camera_model") if "camera_model" in frame
+                 else str(data.get("camera_model", "PINHOLE")).upper())
         declared = (get("w"), get("h"))
         image_path = None
         if need_images:
@@ -391,10 +447,14 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
         cx = _number(get("cx"), where, "cx") if get("cx") is not None else None
         cy = _number(get("cy"), where, "cy") if get("cy") is not None else None
         camera = FrameCamera(m, Path(file_path).stem if file_path else f"frame_{i:03d}", where, is_test, file_path,
-                             image_path, w, h, fl_x, fl_y, angle_x, angle_y, cx, cy, distorted=False)
+                             image_path, w, h, fl_x, fl_y, angle_x, angle_y, cx, cy)
         _check_intrinsics(camera)
-        distorted = any(_number(get(k, 0.0) or 0.0, where, k) != 0.0 for k in DISTORTION_KEYS)
-        cameras.append(replace(camera, distorted=distorted) if distorted else camera)
+        coeffs = tuple(_number(get(k, 0.0) or 0.0, where, k) for k in DISTORTION_KEYS)
+        if not all(math.isfinite(k) for k in coeffs):
+            raise capture_invalid(f"{where}: distortion coefficients {dict(zip(DISTORTION_KEYS, coeffs))} are not finite",
+                                  "write k1, k2, k3, k4, p1, p2 as finite numbers")
+        fisheye = model in FISHEYE_MODELS
+        cameras.append(replace(camera, distortion=coeffs, fisheye=fisheye) if fisheye or any(coeffs) else camera)
     return Cameras(cameras, source, bounds)
 
 
@@ -434,10 +494,15 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
     cameras = read_cameras(path, need_images=True, open_image=open_image)
     source = cameras.source
     warnings: list[str] = []
-    distorted = [c.where for c in cameras.frames if c.distorted]
+    distorted = [c for c in cameras.frames if c.distorted]
     if distorted:
-        warnings.append(f"lens distortion coefficients ({', '.join(DISTORTION_KEYS)}) of {len(distorted)} frame(s) "
-                        "are ignored: the images are used as if undistorted; undistort them first for best results")
+        models = sorted({c.camera_model for c in distorted})
+        log.info("lens distortion (%s) of %d frame(s) is applied per pixel", ", ".join(models), len(distorted))
+    unused = [c.where for c in cameras.frames
+              if any(c.distortion[DISTORTION_KEYS.index(k)] != 0.0 for k in UNUSED_KEYS[c.fisheye])]
+    if unused:
+        warnings.append(f"lens coefficients the camera model does not use (k4 of OPENCV, p1 and p2 of OPENCV_FISHEYE) "
+                        f"are ignored in {len(unused)} frame(s), first {unused[0]}")
     intr = [c.intrinsics() for c in cameras.frames]
     names = [c.name for c in cameras.frames]
 
@@ -464,7 +529,10 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
         test[train[holdout_every - 1::holdout_every]] = True
     if bool(test.all()):
         raise capture_invalid(f"{source}: every frame is held out", "lower options.holdout_every or add frames")
-    return Capture(rgb, alpha, frame.c2w_to_object(world), intrinsics, names, test, frame, source, warnings)
+    distortion = torch.tensor([c.distortion for c in cameras.frames], dtype=torch.float32)
+    fisheye = torch.tensor([c.fisheye for c in cameras.frames], dtype=torch.bool)
+    return Capture(rgb, alpha, frame.c2w_to_object(world), intrinsics, names, test, frame, source, warnings,
+                   distortion=distortion, fisheye=fisheye)
 
 
 def _bounds(data: dict, path: Path) -> np.ndarray | None:
@@ -521,13 +589,27 @@ def normalise(c2w: torch.Tensor, intrinsics: torch.Tensor, size: tuple[int, int]
     return ObjectFrame(tuple(float(v) for v in centre), float(scale))
 
 
-def capture_rays(capture: Capture, index: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """Rays of every pixel of frame `index` in object space: origins, dirs (H*W,3), row-major from the top left."""
-    from .cameras import camera_rays
+def frame_rays(capture: Capture, frames: torch.Tensor, px: torch.Tensor, py: torch.Tensor,
+               device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays through pixel positions of capture frames, through each frame's lens, in object space.
 
+    frames (n,) long frame indices; px, py (n,) float pixel positions from the image's top left
+    (pixel centres: index + 0.5). Returns origins (n,3) and unit directions (n,3) on `device`.
+    """
+    local = camera_directions(px, py, capture.intrinsics[frames], capture.distortion[frames], capture.fisheye[frames])
+    c2w = capture.c2w[frames]
+    dirs = torch.nn.functional.normalize((c2w[:, :3, :3] @ local[:, :, None])[:, :, 0], dim=-1)
+    return c2w[:, :3, 3].to(device), dirs.to(device)
+
+
+def capture_rays(capture: Capture, index: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Rays of every pixel of frame `index` in object space (frame_rays): origins, dirs (H*W,3), row-major
+    from the top left."""
     h, w = capture.size
-    fx, fy, cx, cy = capture.intrinsics[index].tolist()
-    return camera_rays(capture.c2w[index].to(device), fx, w, h, cx, cy, focal_y=fy)
+    i, j = torch.meshgrid(torch.arange(h, dtype=torch.float32) + 0.5, torch.arange(w, dtype=torch.float32) + 0.5,
+                          indexing="ij")
+    frames = torch.full((h * w,), index, dtype=torch.long)
+    return frame_rays(capture, frames, j.reshape(-1), i.reshape(-1), device)
 
 
 def describe(capture: Capture) -> dict:
@@ -537,5 +619,7 @@ def describe(capture: Capture) -> dict:
             "test": int(capture.test.sum()), "width": w, "height": h, "has_alpha": capture.alpha is not None,
             "object_frame": capture.frame.to_dict(), "warnings": capture.warnings,
             "cameras": [{"name": n, "transform_matrix": capture.frame.c2w_to_world(c).tolist(),
-                         "fl_x": k[0], "fl_y": k[1], "cx": k[2], "cy": k[3], "test": bool(t)}
-                        for n, c, k, t in zip(capture.names, capture.c2w, capture.intrinsics.tolist(), capture.test)]}
+                         "fl_x": k[0], "fl_y": k[1], "cx": k[2], "cy": k[3], "camera_model": camera_model(f, d),
+                         **dict(zip(DISTORTION_KEYS, d)), "test": bool(t)}
+                        for n, c, k, d, f, t in zip(capture.names, capture.c2w, capture.intrinsics.tolist(),
+                                                    capture.distortion.tolist(), capture.fisheye.tolist(), capture.test)]}

@@ -94,7 +94,9 @@ class OccupancyOptions:
     resolution: int = 64
     """Cells per side of the grid over the object cube (0 = off)."""
     threshold: float = 0.01
-    """Density below which a cell is empty: over the whole cube it would absorb at most 2% of the light."""
+    """Opacity one render step through a cell would have (density x the marching step, engine/render/occupancy.py)
+    below which the cell is empty (nerfacc's occ_thre 0.01); capped by the mean over the visible cells, so a field
+    that starts as a faint fog keeps its densest half. Text methods (no marching) compare raw density with it."""
     every: int = 16
     """Steps between updates of the grid (as instant-ngp)."""
 

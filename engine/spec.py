@@ -150,6 +150,9 @@ class JobSpec:
     inputs: InputsConfig
     options: Any
     """Method-specific settings: the frozen dataclass of the method's card (engine/methods/NAME/__init__.py)."""
+    budget_s: float | None = None
+    """Wall-clock seconds the run may take, from its start to its exported mesh, on the machine it runs on: the
+    run fits its steps into it (at most `steps`) and stops in time to export; null = no budget, run every step."""
     spec_version: int = SPEC_VERSION
 
     def to_dict(self) -> dict:
@@ -292,6 +295,7 @@ _TOP_DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 500,
     "preview_mesh_every": 0,
     "prompt": "",
+    "budget_s": None,
 }
 
 
@@ -303,6 +307,8 @@ def _validate_top(spec: JobSpec, needs_prompt: bool) -> None:
     _check(bool(_DEVICE_RE.match(spec.device)), "device", spec.device, 'must be "auto", "cpu", "cuda", "cuda:N" or "mps"')
     for name in ("preview_every", "checkpoint_every", "preview_mesh_every"):
         _check(getattr(spec, name) >= 0, name, getattr(spec, name), "must be >= 0")
+    _check(spec.budget_s is None or spec.budget_s > 0, "budget_s", spec.budget_s,
+           "must be a number of seconds > 0, or null for no time budget")
 
 
 def _parse_models(raw: Any) -> dict[str, str]:

@@ -41,7 +41,8 @@ def load_scene(job_dir: Path, device_name: str | None = None):
 
 
 def read_cameras(path: Path, cube: ObjectFrame) -> list[dict]:
-    """transforms.json (world cameras) -> per frame: c2w (object space), w, h, fx, fy, cx, cy, angle, angle_y, name.
+    """transforms.json (world cameras) -> per frame: c2w (object space), w, h, fx, fy, cx, cy, angle, angle_y, name,
+    distortion (k1, k2, k3, k4, p1, p2), fisheye.
 
     Read and checked by captures.read_cameras (capture_invalid naming the frame and key), without
     images: only the named file (not a NeRF-synthetic test file beside it). Values are the file's,
@@ -51,7 +52,8 @@ def read_cameras(path: Path, cube: ObjectFrame) -> list[dict]:
     read = captures.read_cameras(path, test_file=False)
     c2w = cube.c2w_to_object(read.c2w)
     return [{"c2w": c2w[i], "w": cam.width or 0, "h": cam.height or 0, "fx": cam.fl_x, "fy": cam.fl_y,
-             "cx": cam.cx, "cy": cam.cy, "angle": cam.angle_x, "angle_y": cam.angle_y, "name": cam.name}
+             "cx": cam.cx, "cy": cam.cy, "angle": cam.angle_x, "angle_y": cam.angle_y, "name": cam.name,
+             "distortion": cam.distortion, "fisheye": cam.fisheye}
             for i, cam in enumerate(read.frames)]
 
 
@@ -80,7 +82,9 @@ def render_command(job_dir: Path, out_dir: Path, cameras: Path | None, turntable
             fy = fx
         cx = float(cam["cx"]) * scale if cam["cx"] is not None else w / 2
         cy = float(cam["cy"]) * scale if cam["cy"] is not None else h / 2
-        origins, dirs = camera_rays(cam["c2w"].to(device), fx, w, h, cx, cy, focal_y=fy)
+        # The camera's own lens (its coefficients act on normalised coordinates, whatever the size).
+        lens = {"distortion": cam.get("distortion"), "fisheye": cam.get("fisheye", False)}
+        origins, dirs = camera_rays(cam["c2w"].to(device), fx, w, h, cx, cy, focal_y=fy, **lens)
         out = render_scene_rays(scene, origins, dirs, spec.render.samples_per_ray, fx, chunk=16384)
         rgb, alpha = out.rgb.reshape(h, w, 3), out.opacity.reshape(h, w)
         if background == "transparent":
@@ -92,6 +96,9 @@ def render_command(job_dir: Path, out_dir: Path, cameras: Path | None, turntable
         world = frame.c2w_to_world(cam["c2w"])
         frames.append({"file_path": file_name, "transform_matrix": world.tolist(), "fl_x": fx, "fl_y": fy,
                        "cx": cx, "cy": cy, "w": w, "h": h})
+        if lens["fisheye"] or any(lens["distortion"] or ()):  # rendered through that lens: say so
+            frames[-1].update(camera_model=captures.camera_model(lens["fisheye"], lens["distortion"]),
+                              **dict(zip(captures.DISTORTION_KEYS, lens["distortion"])))
     transforms = {"camera_model": "PINHOLE", "frames": frames}
     (out_dir / "transforms.json").write_text(json.dumps(transforms, indent=1), encoding="utf-8")
     return {"images": len(frames), "out": str(out_dir)}

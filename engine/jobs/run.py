@@ -21,8 +21,13 @@ from .events import EventStream, setup_logging
 
 log = logging.getLogger("engine.run")
 
-# Job keys that may change between a run and its --resume: they do not alter the optimisation.
-RESUMABLE_CHANGES = ("steps", "device", "export", "preview_every", "checkpoint_every", "preview_mesh_every")
+# Job keys that may change between a run and its --resume: they do not alter the optimisation (a budget only
+# shortens it; the resumed run keeps the schedule the checkpoint recorded).
+RESUMABLE_CHANGES = ("steps", "device", "export", "preview_every", "checkpoint_every", "preview_mesh_every",
+                     "budget_s")
+SCHEDULE_FILE = "schedule.json"
+"""checkpoints/schedule.json: the job's phases and the budget's fits (Method.fit_steps calls) so far, which
+--resume replays to continue the same schedule."""
 
 
 class CancelWatch:
@@ -97,6 +102,7 @@ def optimise_step(method, seed: int, step: int, check=None):
 def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
     """Run JOB_DIR/job.json to the end, a cancel or an error; returns the exit code."""
     job_dir = Path(job_dir)
+    run_started = time.monotonic()  # a time budget counts from here
     events = EventStream(out, job_dir)
     setup_logging(job_dir, events)
     cancel = CancelWatch(job_dir)
@@ -109,6 +115,7 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
         import torch
 
         from ..methods import composition_root, get_card
+        from .budget import TimeBudget, end_cost
         from .checkpoint import load_checkpoint, read_checkpoint_meta, save_checkpoint
         from .device import pick_device
         from .outputs import export_result, write_json, write_preview, write_preview_mesh
@@ -123,7 +130,9 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
         # phases (NeRF-Art reconstructs before it styles) and where its object cube sits in the world.
         torch.manual_seed(spec.seed)
         method = composition_root(get_card(spec.method)).build(spec, device)
-        total_steps, frame = method.total_steps, method.frame
+        frame = method.frame
+        job_phases = [[p.name, p.steps] for p in method.phases]
+        fits: list[list[int]] = []  # the budget's (total, done) fits, replayed by --resume
 
         def diverged(step: int, result, total) -> None:
             if not torch.isfinite(total):
@@ -137,10 +146,15 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
         def checkpoint(step: int) -> None:
             save_checkpoint(job_dir, step, method.modules, method.optimizer, spec.to_dict(), frame.to_dict(),
                             method.representation())
+            schedule = job_dir / "checkpoints" / SCHEDULE_FILE
+            if fits:
+                write_json(schedule, {"step": step, "job_phases": job_phases, "fits": fits})
+            else:
+                schedule.unlink(missing_ok=True)
             events.emit("artifact", kind="checkpoint", path="checkpoints/latest.json", step=step)
 
         start = 0
-        # 4. Resume from the latest checkpoint.
+        # 4. Resume from the latest checkpoint, on the schedule it recorded.
         if resume:
             meta = read_checkpoint_meta(job_dir)
             if meta is None:
@@ -148,19 +162,38 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
                                   "run without --resume to start from scratch")
             _check_resumable(meta["job"], spec.to_dict())
             start = load_checkpoint(job_dir, method.modules, method.optimizer, device)["step"]
+            fits = _replay_fits(job_dir / "checkpoints" / SCHEDULE_FILE, method, job_phases)
             log.info("resumed from step %d", start)
-        # 5. Optimise, phase after phase.
-        t0, last_progress, timed_steps = time.monotonic(), 0.0, 0
-        for step in range(start, total_steps):
+        # 5. Optimise, phase after phase. With a time budget the end of the run is reserved first, then the
+        # steps are timed and the schedule fitted into what is left, and refitted as the clock goes.
+        budget = None
+        if spec.budget_s is not None:
+            cost = end_cost(method, spec, device)
+            budget = TimeBudget(spec.budget_s, run_started, cost["total"], cap=method.total_steps)
+            log.info("budget %g s: %.1f s reserved for the end of the run (export %.1f s, evaluation %.1f s, "
+                     "checkpoint %.1f s, process exit %.1f s, with a margin), %.1f s gone on start-up", spec.budget_s,
+                     cost["total"], cost["export"], cost["evaluation"], cost["checkpoint"], cost["process"],
+                     time.monotonic() - run_started)
+        t0, last_progress, timed_steps, step, cut = time.monotonic(), 0.0, 0, start, False
+        first_step_end = None  # the first step carries warm-up costs: step_s leaves it out
+        if budget:
+            budget.begin(t0)
+        while step < method.total_steps and not cut:
             if cancel.requested():
                 checkpoint(step)
-                events.emit("finished", status="cancelled", step=step)
+                events.emit("finished", status="cancelled", step=step,
+                            **_timings(run_started, t0, first_step_end, step - start))
                 return EXIT_CODES["cancelled"]
             result = optimise_step(method, spec.seed, step, check=diverged)
             done, timed_steps = step + 1, timed_steps + 1
-            # 6. Events, previews and checkpoints on their schedules.
             now = time.monotonic()
-            if now - last_progress >= 0.25 or done == total_steps or done == start + 1:
+            first_step_end = first_step_end if first_step_end is not None else now
+            # 6. The time budget's plan, then events, previews and checkpoints on their schedules.
+            fit, cut = None, False
+            if budget:
+                fit, cut = _follow_budget(budget, method, fits, done, now, method.phase(step).name)
+            total_steps = done if cut else method.total_steps
+            if now - last_progress >= 0.25 or done >= total_steps or done == start + 1 or fit is not None:
                 elapsed = now - t0
                 events.emit("progress", step=done, total=total_steps, elapsed_s=round(elapsed, 3),
                             eta_s=round(elapsed / timed_steps * (total_steps - done), 1),
@@ -176,7 +209,9 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
                     events.emit("artifact", kind="preview_mesh", path=path, step=done)
             if spec.checkpoint_every and done % spec.checkpoint_every == 0 and done < total_steps:
                 checkpoint(done)
+            step = done
         # 7. Final checkpoint, the method's own evaluation (held-out views), mesh export.
+        total_steps, ended = step if cut else method.total_steps, time.monotonic()
         checkpoint(total_steps)
         with torch.no_grad():
             metrics = method.evaluate(job_dir)
@@ -186,8 +221,13 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
             events.emit("artifact", kind="metrics", path="result/metrics.json", metrics=metrics)
         for kind, path in export_result(method.scene, spec, job_dir, device, frame=frame).items():
             events.emit("artifact", kind=kind, path=path)
-        # 8. Finish.
-        events.emit("finished", status="succeeded", step=total_steps)
+        # 8. Finish, with what the add-on learns this machine's speed from (and whether the budget cut the run).
+        timings = _timings(run_started, t0, first_step_end, total_steps - start, ended)
+        if budget:
+            timings.update(budget_s=spec.budget_s, budget_cut=total_steps < sum(s for _, s in job_phases))
+            log.info("budget %g s: finished in %.1f s (%d of %d steps)", spec.budget_s, timings["elapsed_s"],
+                     total_steps, sum(s for _, s in job_phases))
+        events.emit("finished", status="succeeded", step=total_steps, **timings)
         return EXIT_CODES["succeeded"]
     except EngineError as e:
         return _fail(events, e)
@@ -203,6 +243,55 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
     finally:
         cancel.restore()
         events.close()
+
+
+def _follow_budget(budget, method, fits: list, done: int, now: float, phase: str):
+    """After step `done`: apply the budget's new plan, if it has one (Method.fit_steps, recorded in `fits`), and say
+    whether the run must stop now to export in time. Returns (the Fit or None, stop)."""
+    fit = budget.step_done(done, method.total_steps, now, phase)
+    if fit is not None:
+        if fit.total != method.total_steps:
+            method.fit_steps(fit.total, done)
+            fits.append([fit.total, done])
+        log.info("budget %g s: %s%d of %d steps fit (%.3g s/step measured, %.0f s left for steps, %.1f s reserved "
+                 "for export)", budget.budget_s, "refitted, " if fit.refit else "", method.total_steps, budget.cap,
+                 fit.s_per_step, fit.left_s, budget.reserve_s)
+    stop = done < method.total_steps and budget.must_stop(now)
+    if stop:
+        log.warning("budget %g s: stopping at step %d of %d to export in time", budget.budget_s, done,
+                    method.total_steps)
+    return fit, stop
+
+
+def _timings(run_started: float, t0: float, first_step_end: float | None, steps: int,
+             ended: float | None = None) -> dict:
+    """The `finished` event's timings: elapsed_s (the whole run), build_s (start-up: imports, models, the method,
+    up to the first step), step_s (mean seconds per step, the first one left out, None below 2 steps) and, for a
+    run that exported, end_s (final checkpoint, evaluation and export)."""
+    now = time.monotonic()
+    timings = {"elapsed_s": round(now - run_started, 3), "build_s": round(t0 - run_started, 3), "step_s": None}
+    last = ended if ended is not None else now
+    if first_step_end is not None and steps >= 2:
+        timings["step_s"] = round((last - first_step_end) / (steps - 1), 6)
+    if ended is not None:
+        timings["end_s"] = round(now - ended, 3)
+    return timings
+
+
+def _replay_fits(path: Path, method, job_phases: list) -> list[list[int]]:
+    """The budget's fits a checkpoint recorded, replayed on the method (Method.fit_steps) so that a resumed run
+    continues the same schedule; [] when there are none, or when the job's steps changed since (then the new
+    steps rule, and a budget fits them afresh)."""
+    if not path.is_file():
+        return []
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    if recorded.get("job_phases") != job_phases:
+        log.info("the job's steps changed since the checkpoint: its time-budget schedule is dropped")
+        return []
+    for total, done in recorded["fits"]:
+        method.fit_steps(total, done)
+    log.info("continuing the checkpoint's time-budget schedule: %d steps", method.total_steps)
+    return [list(f) for f in recorded["fits"]]
 
 
 def _fail(events: EventStream, error: EngineError) -> int:

@@ -37,6 +37,9 @@ class Quality:
     """Marching-cubes grid of the exported mesh (job.json `export.resolution`)."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Method options the preset sets too (e.g. NeRF-Art's `reconstruct_steps`)."""
+    budget_s: float | None = None
+    """Time budget in seconds (job.json `budget_s`): the run fits its steps into it on the machine it runs on;
+    None = no budget (every step runs)."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,10 @@ class Method:
     """
 
     phases: tuple[Phase, ...]
-    """The run's phases in order; the loop runs sum(p.steps) steps, counted from 0 across phases."""
+    """The run's phases in order; the loop runs sum(p.steps) steps, counted from 0 across phases. A time budget
+    shortens them (fit_steps); schedules that read them follow."""
+    job_phases: tuple[Phase, ...] | None = None
+    """The phases as the job asked for them, kept by the first fit_steps (None before any)."""
     frame: ObjectFrame
     """Where the object cube [-1,1]^3 sits in the world: meshes and renders go back through it."""
     scene: Scene
@@ -155,6 +161,44 @@ class Method:
             start += p.steps
         return self.phases[-1]
 
+    def fit_steps(self, total: int, done: int = 0) -> None:
+        """Fit the run into `total` steps (a time budget, engine/jobs/run.py), `done` of them taken.
+
+        Phases that ended by step `done` keep their length; the current phase and the later ones share the
+        steps left in proportion to the lengths the job gave them, and each phase the job gave steps keeps at
+        least one (so total_steps may end a little above `total`). Learning rates and weights that read
+        self.phases follow the new lengths; a method whose schedules read anything else (spec.steps, lengths
+        computed in __init__) overrides this, calls super() and recomputes them.
+        """
+        if self.job_phases is None:
+            self.job_phases = self.phases
+        start, kept, shares = 0, [], []  # shares: (index, weight, least steps) of the phases still to run
+        for i, (now, asked) in enumerate(zip(self.phases, self.job_phases)):
+            if start + now.steps <= done:
+                kept.append(now.steps)  # ended
+            else:
+                taken = max(0, done - start)  # > 0 only in the current phase, whose steps are then > 0
+                kept.append(taken)
+                weight = asked.steps * (1 - taken / now.steps) if taken else asked.steps
+                shares.append((i, weight, int(taken == 0 and asked.steps > 0)))
+            start += now.steps
+        left = max(total - done, sum(least for _, _, least in shares))
+        # In proportion to the weights; a phase held at its least steps leaves the rest to the others.
+        floored: dict[int, int] = {}
+        while True:
+            free = [(i, w) for i, w, _ in shares if i not in floored]
+            room, weights = left - sum(floored.values()), sum(w for _, w in free)
+            exact = {i: room * w / weights if weights else 0.0 for i, w in free}
+            low = {i: least for i, _, least in shares if i in exact and exact[i] < least}
+            if not low:
+                break
+            floored.update(low)
+        # Largest remainders, so the shares add up to exactly `left`.
+        steps = {i: int(x) for i, x in exact.items()} | floored
+        for i in sorted(exact, key=lambda i: int(exact[i]) - exact[i])[:left - sum(steps.values())]:
+            steps[i] += 1
+        self.phases = tuple(Phase(p.name, kept[i] + steps.get(i, 0)) for i, p in enumerate(self.phases))
+
     def learning_rate(self, step: int) -> float:
         raise NotImplementedError
 
@@ -176,6 +220,11 @@ class Method:
     def evaluate(self, job_dir) -> dict:
         """Metrics of the finished run (e.g. held-out PSNR), written to result/metrics.json; {} = none."""
         return {}
+
+    def evaluation_queries(self) -> int:
+        """About how many field queries evaluate() makes (held-out renders: pixels x samples per ray), so that a
+        time budget keeps time for it; 0 = evaluate() is cheap."""
+        return 0
 
     def representation(self) -> dict:
         """JSON that make_scene needs besides job.json to rebuild `scene` (e.g. settings taken from a source

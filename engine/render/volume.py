@@ -1,6 +1,7 @@
 """Sampling along rays and volume rendering (the nerfacc way: the field is a callable)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -111,3 +112,66 @@ def render_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, n_sam
 def composite(rgb: torch.Tensor, opacity: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """Albedo accumulated along rays over a background: (...,3), (...,), (...,3) -> (...,3)."""
     return rgb + (1 - opacity[..., None]) * background
+
+
+def march_rays(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor, step_size: float,
+               generator: torch.Generator | None = None, grid=None, pixel_radius: float | None = None,
+               return_samples: bool = False, early_stop: float = 1e-4) -> RenderOutput:
+    """Render R rays by marching through the object cube with a fixed step, querying the field only where the
+    empty-space grid is occupied (nerfacc's OccGridEstimator.sampling; instant-ngp's ray marching): the cost
+    follows the object, not the cube.
+
+    origins, dirs: (R,3), dirs unit length. step_size: object units between samples (occupancy.march_step);
+    each ray starts at a random offset inside its first step (the step's middle without a generator).
+    grid: an OccupancyGrid or None (every sample inside the cube is queried). pixel_radius: cone radius per unit
+    distance, passed to the field as each sample's footprint. early_stop: when gradients are on, a first pass
+    without them finds where each ray's transmittance falls below this, and the samples behind are dropped before
+    the field is queried again with gradients (nerfacc's early_stop_eps; 0 = off). return_samples: also each
+    sample's weight, position along the ray and the step (for the distortion loss; zeros where nothing was
+    sampled). Returns per-ray RenderOutput (depth: the far bound where empty).
+    """
+    near, far, hit = ray_cube_intersect(origins, dirs)
+    r, dev = origins.shape[0], origins.device
+    rgb, opacity, depth = torch.zeros(r, 3, device=dev), torch.zeros(r, device=dev), far.clamp(min=0).clone()
+    rays = hit.nonzero().squeeze(1)
+    n = max(1, int(math.ceil(float((far[rays] - near[rays]).max()) / step_size))) if len(rays) else 1
+    samples = {}
+    if return_samples:
+        samples = {"weights": torch.zeros(r, n, device=dev), "t": torch.zeros(r, n, device=dev),
+                   "delta": torch.full((r, 1), step_size, device=dev)}
+    if not len(rays):
+        return RenderOutput(rgb, opacity, depth, **samples)
+    o, d, near_h, far_h = origins[rays], dirs[rays], near[rays], far[rays]
+    if generator is None:
+        u = torch.full((len(rays), 1), 0.5, device=dev)
+    else:
+        u = torch.rand(len(rays), 1, generator=generator).to(dev)
+    t = near_h[:, None] + (torch.arange(n, device=dev)[None] + u) * step_size  # (Rh, n)
+    valid = t < far_h[:, None]
+    x = o[:, None, :] + t[..., None] * d[:, None, :]
+    if grid is not None:
+        valid &= grid.lookup(x.reshape(-1, 3)).reshape(valid.shape)
+    radius = None if pixel_radius is None else t * pixel_radius
+
+    def query(mask):
+        ray, k = mask.nonzero(as_tuple=True)
+        return ray, k, field(x[ray, k], None if radius is None else radius[ray, k])
+
+    if early_stop and torch.is_grad_enabled() and bool(valid.any()):
+        with torch.no_grad():
+            ray, k, out = query(valid)
+            density = torch.zeros_like(t).index_put((ray, k), out.density.float())
+            _, transmittance = volume_weights(density, torch.full_like(t[:, :1], step_size))
+            valid &= transmittance > early_stop
+    ray, k, out = query(valid)
+    density = torch.zeros_like(t).index_put((ray, k), out.density.to(t.dtype))
+    weights, _ = volume_weights(density, torch.full_like(t[:, :1], step_size))
+    colour = torch.zeros(len(rays), 3, device=dev).index_add(0, ray, weights[ray, k, None] * out.albedo.to(t.dtype))
+    acc = weights.sum(dim=1)
+    rgb = rgb.index_put((rays,), colour)
+    opacity = opacity.index_put((rays,), acc)
+    depth = depth.index_put((rays,), (weights * t).sum(dim=1) + (1 - acc) * far_h)
+    if return_samples:
+        samples["weights"] = samples["weights"].index_put((rays,), weights)
+        samples["t"] = samples["t"].index_put((rays,), t)
+    return RenderOutput(rgb, opacity, depth, **samples)

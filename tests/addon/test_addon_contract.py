@@ -21,7 +21,8 @@ def _engine_accepts(job: dict) -> None:
 
 PANEL_PROPERTIES = ("prompt", "negative_prompt", "style_prompt", "capture_path", "method", "quality", "custom_orbit",
                     "texture_size", "guidance_scale", "t_range_min", "t_range_max", "restyle_method", "restyle_quality",
-                    "keep_original", "face")
+                    "keep_original", "face", "custom_budget", "budget_minutes", "restyle_custom_budget",
+                    "restyle_budget_minutes")
 
 
 def test_every_panel_setting_makes_a_job_the_engine_accepts(scene, tmp_path):
@@ -42,17 +43,23 @@ def _check_every_setting(s, tmp_path) -> None:
         for quality, _, _ in props.QUALITY_ITEMS:
             for custom_orbit in (False, True):
                 s.method, s.quality, s.custom_orbit, s.texture_size = method, quality, custom_orbit, 256
+                s.custom_budget, s.budget_minutes = custom_orbit, 1.5  # a budget of the user's, or the preset's
                 if jobspec.uses_diffusion(method):
                     s.guidance_scale, s.t_range_min, s.t_range_max = 7.5, 0.1, 0.9
                 job = jobspec.build_job(jobspec.Settings(**props.panel_settings(s)))
                 _engine_accepts(job)
                 assert job["method"] == method and job["render"]["size"] % 8 == 0
+                preset = jobspec.preset(method, quality)
+                assert job.get("budget_s") == (90.0 if custom_orbit else preset and preset.budget_s)
                 checked += 1
     for method, _, _ in props.RESTYLE_METHOD_ITEMS:
         for quality, _, _ in props.QUALITY_ITEMS[:3]:
             s.restyle_method, s.restyle_quality = method, quality
+            s.restyle_custom_budget, s.restyle_budget_minutes = quality == "high", 0.5
             job = jobspec.build_job(jobspec.Settings(**props.restyle_settings(s)))
             _engine_accepts(job)
+            preset = jobspec.preset(method, quality).budget_s
+            assert job.get("budget_s") == (30.0 if quality == "high" else preset)
             assert job["inputs"]["capture"] == str(capture.resolve())
             assert ("prompt" in job) == jobspec.takes_prompt(method)
             edit = {k: v for k, v in job.get("options", {}).items() if k in ("keep_original", "face")}

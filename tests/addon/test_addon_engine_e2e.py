@@ -31,7 +31,7 @@ def events(handle):
     return [json.loads(line) for line in (handle.job_dir / "events.jsonl").read_text().splitlines()]
 
 
-def test_real_engine_generates_an_object(real, scene):
+def test_real_engine_generates_an_object(real, scene, tiny_models):
     before = set(bpy.data.objects)
     scene.cursor.location = (0.0, 0.0, 0.0)
     handle = real("a red chair", seed=3, live_preview=True)
@@ -55,6 +55,12 @@ def test_real_engine_generates_an_object(real, scene):
     assert {("progress", None), ("artifact", "mesh")} <= kinds
     # The engine's preview meshes reached the viewport (when the field already had a surface).
     assert any(previews_seen) or ("artifact", "preview_mesh") not in kinds
+    # Its `finished` event taught the add-on this machine's speed: the next job of the method has an estimate.
+    finished = events(handle)[-1]
+    assert finished["step_s"] > 0 and finished["build_s"] > 0 and finished["end_s"] > 0
+    guess = api.estimate("a blue lamp", jobs_dir=handle.job_dir.parent, models=tiny_models, **TINY_JOB)
+    assert guess.source == handle.job_dir.name and guess.steps == 4 and guess.seconds > 0
+    assert guess.text.startswith("about ") and "for 4 steps" in guess.text
 
 
 def test_real_engine_reconstructs_a_blender_capture(scene, engine_python, tmp_path):

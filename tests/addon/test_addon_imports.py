@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("blender_text3d", "engine")
 # The add-on modules that plain Python (pytest, install/) imports: no Blender module, not
 # even through the modules they import.
-BPY_FREE = ("paths", "runner", "jobspec", "captures", "tasks")
+BPY_FREE = ("paths", "runner", "jobspec", "captures", "tasks", "estimate")
 BLENDER_MODULES = ("bpy", "bpy_extras", "mathutils", "addon_utils", "gpu", "bmesh")
 
 

@@ -13,7 +13,7 @@ from blender_text3d.jobspec import Settings, SettingsError, build_job
 
 TOP_LEVEL_KEYS = {"spec_version", "method", "prompt", "negative_prompt", "seed", "steps", "device", "render",
                   "orbit", "models", "allow_downloads", "export", "preview_every", "checkpoint_every",
-                  "preview_mesh_every", "inputs", "options"}
+                  "preview_mesh_every", "inputs", "options", "budget_s"}
 
 
 @pytest.mark.parametrize("quality,expected", [("draft", (300, 64, 128)), ("standard", (2000, 88, 256)),
@@ -137,7 +137,8 @@ def test_capture_jobs(capture, tmp_path):
     job = build_job(Settings(method="reconstruct", capture=str(capture / "transforms.json")))
     assert job == {"spec_version": 1, "method": "reconstruct", "inputs": {"capture": str(capture / "transforms.json")},
                    "seed": 0, "steps": 3000, "device": "auto", "render": {"size": 64}, "allow_downloads": False,
-                   "export": {"resolution": 256}, "preview_every": 150, "preview_mesh_every": 300}
+                   "export": {"resolution": 256}, "preview_every": 150, "preview_mesh_every": 300,
+                   "budget_s": 600.0}  # the standard capture preset's budget: minutes on a CPU
     job = build_job(Settings(prompt=" a bronze statue ", method="nerf_art", capture=str(capture), quality="draft"))
     assert job["prompt"] == "a bronze statue" and job["inputs"] == {"capture": str(capture)}
     assert job["options"] == {"reconstruct_steps": 500} and job["preview_every"] == 30  # (500 + 100) / 20
@@ -154,6 +155,24 @@ def test_capture_jobs(capture, tmp_path):
     job = build_job(Settings(prompt="ice", method="nerf_art", capture=str(capture), source_job=str(tmp_path / "job")))
     assert job["inputs"] == {"capture": str(capture), "source_job": str(tmp_path / "job")} and "options" not in job
     assert set(job) <= TOP_LEVEL_KEYS
+
+
+def test_budget_from_the_preset_or_the_user(capture):
+    """job.json budget_s: the capture presets' (draft and standard), replaced by the user's seconds, cleared by 0;
+    text presets have none."""
+    def budget(**settings):
+        return build_job(Settings(**settings)).get("budget_s")
+
+    cap = {"method": "reconstruct", "capture": str(capture)}
+    assert (budget(**cap, quality="draft"), budget(**cap), budget(**cap, quality="high")) == (180.0, 600.0, None)
+    assert budget(**cap, budget_s=90) == 90.0 and budget(**cap, budget_s=0) is None
+    assert budget(prompt="a chair") is None and budget(prompt="a chair", budget_s=300.5) == 300.5
+    assert budget(prompt="a chair", quality="custom", steps=10, render_size=16, mesh_resolution=32, budget_s=60) == 60
+    assert jobspec.preset("dietnerf", "draft").budget_s == 180.0 and jobspec.preset("dream_fields", "draft").budget_s is None
+    for bad in (-1, "5 min", float("nan")):
+        with pytest.raises(SettingsError) as err:
+            build_job(Settings(prompt="a chair", budget_s=bad))
+        assert err.value.key == "budget_s"
 
 
 @pytest.mark.parametrize("settings,key,reason", [

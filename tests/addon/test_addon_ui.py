@@ -2,6 +2,7 @@
 has no window to draw into, but property names, operator ids and icons can be checked."""
 from __future__ import annotations
 
+import json
 import sys
 import types
 
@@ -9,7 +10,7 @@ import bpy
 import pytest
 from addon_support import FAKE_ROOT, drive, make_capture
 
-from blender_text3d import api, jobspec, ui
+from blender_text3d import api, jobspec, props, ui
 from blender_text3d.jobs import MANAGER
 
 ICONS = set(bpy.types.UILayout.bl_rna.functions["label"].parameters["icon"].enum_items.keys())
@@ -157,7 +158,7 @@ def test_restyle_section(scene, tmp_path):
         layout = draw_panel(ui.VIEW3D_PT_text3d_restyle, bpy.context)
         assert "style_prompt" not in layout.props and layout.ops[-1][1] == "Reconstruct"
         assert not any("DietNeRF is made for" in t for t in layout.texts)
-        assert "3000 steps, 64 px, mesh 256" in layout.texts
+        assert "3000 steps, 64 px, mesh 256, at most 10 min" in layout.texts  # the preset's time budget
         s.capture_path = str(tmp_path)
         assert "has no transforms.json" in " ".join(draw_panel(ui.VIEW3D_PT_text3d_restyle, bpy.context).texts)
     finally:
@@ -204,6 +205,56 @@ def test_restyle_section_for_latent_edit(scene, tmp_path):
         assert jobspec.build_job(api.restyle_settings_for())["options"] == {"reconstruct_steps": 2000}
     finally:
         for key in ("capture_path", "style_prompt", "restyle_method", "keep_original", "face"):
+            s.property_unset(key)
+
+
+def test_time_budget_and_estimate_in_the_panel(scene, tmp_path, monkeypatch):
+    """Each section has its time budget (the preset's until the user sets minutes, 0 = none) and, under it, how
+    long the job should take on this machine, learnt from the jobs folder."""
+    monkeypatch.setattr(props, "jobs_dir", lambda prefs: tmp_path)
+    s = scene.text3d
+    try:
+        s.prompt = "a chair"
+        layout = draw_panel(ui.VIEW3D_PT_text3d, bpy.context)
+        assert {"custom_budget", "budget_minutes"} <= set(layout.props) and layout.labels["custom_budget"] == "Budget"
+        assert "no estimate yet: run a dream_fields job once on this machine" in " ".join(layout.texts)
+        assert "budget_s" not in jobspec.build_job(api.settings_for())  # Dream Fields' presets have none
+        s.custom_budget, s.budget_minutes = True, 2.5
+        assert jobspec.build_job(api.settings_for())["budget_s"] == 150.0
+        # A finished job of the method on this device: the estimate says how many steps fit.
+        job = jobspec.build_job(api.settings_for())
+        (tmp_path / "20250101-000000-a-chair").mkdir()
+        (tmp_path / "20250101-000000-a-chair" / "job.json").write_text(json.dumps({**job, "budget_s": None}))
+        (tmp_path / "20250101-000000-a-chair" / "events.jsonl").write_text(
+            '{"event": "started", "time": 1}\n{"event": "finished", "time": 99, "status": "succeeded", "step": 2000, '
+            '"elapsed_s": 98, "build_s": 5, "step_s": 0.04, "end_s": 10}\n')
+        def estimate_line() -> str:
+            return " ".join(draw_panel(ui.VIEW3D_PT_text3d, bpy.context).texts[1:])  # after the preset's line
+
+        # 5 s start-up, 2000 x 0.04 s, 10 s export: 95 s.
+        assert estimate_line() == ("about 2 min for 2000 steps, within the 3 min budget (0.04 s/step, from your last "
+                                   "dream_fields job)")
+        s.budget_minutes = 1.0
+        fit = int((60 - 5 - 1.25 * 10 - (0.03 * 60 + 0.5)) / 0.04)  # as the engine plans it
+        assert estimate_line() == (f"about {fit} of 2000 steps fit in 60 s (0.04 s/step, from your last "
+                                   "dream_fields job)")
+        s.budget_minutes = 0.0
+        assert "budget_s" not in jobspec.build_job(api.settings_for())
+        assert estimate_line() == "about 2 min for 2000 steps (0.04 s/step, from your last dream_fields job)"
+        # Restyle: the standard capture preset's 10 minutes, until the user sets their own.
+        s.capture_path, s.restyle_method = str(make_capture(tmp_path / "cap", views=12)), "reconstruct"
+        layout = draw_panel(ui.VIEW3D_PT_text3d_restyle, bpy.context)
+        assert {"restyle_custom_budget", "restyle_budget_minutes"} <= set(layout.props)
+        assert "3000 steps, 64 px, mesh 256, at most 10 min" in layout.texts
+        assert "no estimate yet: run a reconstruct job once on this machine" in " ".join(layout.texts)
+        assert jobspec.build_job(api.restyle_settings_for())["budget_s"] == 600.0
+        s.restyle_custom_budget, s.restyle_budget_minutes = True, 0.0
+        assert "budget_s" not in jobspec.build_job(api.restyle_settings_for())
+        assert "3000 steps, 64 px, mesh 256" in draw_panel(ui.VIEW3D_PT_text3d_restyle, bpy.context).texts
+        assert api.restyle_settings_for(budget_s=42).budget_s == 42  # the API's keyword beats the panel
+    finally:
+        for key in ("prompt", "custom_budget", "budget_minutes", "capture_path", "restyle_method",
+                    "restyle_custom_budget", "restyle_budget_minutes"):
             s.property_unset(key)
 
 

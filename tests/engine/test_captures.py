@@ -63,14 +63,22 @@ def test_large_images_are_downsampled_with_their_intrinsics(capture):
     assert any("downsampled" in w for w in cap.warnings)
 
 
-def test_lens_distortion_is_reported_as_ignored(capture, tmp_path):
+def test_lens_distortion_is_kept_per_frame(capture, tmp_path):
     folder = tmp_path / "distorted"
     shutil.copytree(capture, folder)
     data = json.loads((folder / "transforms.json").read_text())
     data.update(camera_model="OPENCV", k1=-0.05, p2=0.001)
+    data["frames"][1].update(k1=0.0, p2=0.0)  # per-frame coefficients override the file's
     (folder / "transforms.json").write_text(json.dumps(data))
     cap = load_capture(folder)
-    assert any("distortion" in w and "ignored" in w for w in cap.warnings)
+    assert cap.distortion.shape == (6, 6) and cap.distortion.dtype == torch.float32
+    assert cap.distortion[0].tolist() == pytest.approx([-0.05, 0, 0, 0, 0, 0.001])
+    assert cap.distortion[1].tolist() == [0.0] * 6 and not cap.fisheye.any()
+    assert not cap.warnings  # applied, not ignored
+    # k4 means nothing to the radial-tangential model: said in the log.
+    data["k4"] = 0.1
+    (folder / "transforms.json").write_text(json.dumps(data))
+    assert any("k4 of OPENCV" in w for w in load_capture(folder).warnings)
 
 
 def edit(key, value=None, frame=None, remove=False):
@@ -126,7 +134,9 @@ BROKEN = [
     (corrupt_image, "frames[0]: cannot read image"),
     (remove_intrinsics, "frames[0] has no intrinsics"),
     (edit("fl_x", -5.0), "intrinsics fx=-5"),
-    (edit("camera_model", "OPENCV_FISHEYE"), "camera_model OPENCV_FISHEYE is not supported"),
+    (edit("camera_model", "EQUIRECTANGULAR"), "transforms.json: camera_model EQUIRECTANGULAR is not supported"),
+    (edit("camera_model", "EQUIRECTANGULAR", frame=2), "frames[2].camera_model EQUIRECTANGULAR is not supported"),
+    (edit("k1", "strong", frame=1), "frames[1]: k1 is not a number"),
     (edit("text3d_bounds", [[0, 0, 0], [-1, 1, 1]]), "text3d_bounds must be"),
     (parallel_cameras, "do not meet near one point"),
 ]
@@ -231,7 +241,8 @@ CAMERAS_BROKEN = [
     (remove_intrinsics, "frames[0] has no intrinsics"),
     (edit("fl_x", -5.0), "frames[0]: intrinsics fx=-5, fy=21.9"),
     (edit("cx", 40.0, frame=2), "cx=40, cy=8 do not fit a 16x16 image"),
-    (edit("camera_model", "OPENCV_FISHEYE"), "camera_model OPENCV_FISHEYE is not supported"),
+    (edit("camera_model", "EQUIRECTANGULAR"), "camera_model EQUIRECTANGULAR is not supported"),
+    (edit("camera_model", "SPHERE", frame=0), "frames[0].camera_model SPHERE is not supported"),
     (edit("w", "wide", frame=4), "frames[4]: w is not a number of pixels"),
     (edit("fl_y", "long", frame=4), "frames[4]: fl_y is not a number"),
     (lambda d, f: (no_size(d, f), d["frames"][1].update(cx=-1.0)), "frames[1]: intrinsics cx=-1 is outside the image"),
@@ -295,6 +306,25 @@ def test_render_cameras_without_images_with_per_frame_intrinsics(capture, job, t
     again = engine("render", job, "--out", tmp_path / "again", "--cameras", tmp_path / "out" / "transforms.json")
     assert again.returncode == 0, again.stderr[-2000:]
     assert json.loads((tmp_path / "again" / "transforms.json").read_text()) == rendered
+
+
+def test_render_cameras_through_their_lenses(capture, job, tmp_path):
+    written = json.loads((capture / "transforms.json").read_text())
+    m = written["frames"][0]["transform_matrix"]
+    fisheye = {"camera_model": "OPENCV_FISHEYE", "k1": 0.03, "k2": -0.004, "k3": 0.0, "k4": 0.0, "p1": 0.0, "p2": 0.0}
+    cameras = tmp_path / "cameras.json"
+    cameras.write_text(json.dumps({"fl_x": 8.0, "cx": 8.0, "cy": 8.0, "w": 16, "h": 16, "frames": [
+        {"file_path": "pinhole.png", "transform_matrix": m},
+        {"file_path": "fisheye.png", "transform_matrix": m, **fisheye},
+        {"file_path": "opencv.png", "transform_matrix": m, "camera_model": "OPENCV", "k1": -0.2}]}))
+    out = engine("render", job, "--out", tmp_path / "out", "--cameras", cameras)
+    assert out.returncode == 0, out.stderr[-2000:]
+    pinhole, fish, opencv = json.loads((tmp_path / "out" / "transforms.json").read_text())["frames"]
+    # Rendered through each camera's lens, and the lens written with the render (a pinhole stays one).
+    assert "camera_model" not in pinhole and "k1" not in pinhole
+    assert {k: fish[k] for k in fisheye} == fisheye
+    assert opencv["camera_model"] == "OPENCV" and opencv["k1"] == -0.2 and opencv["p2"] == 0.0
+    assert all((tmp_path / "out" / name).is_file() for name in ("pinhole.png", "fisheye.png", "opencv.png"))
 
 
 def test_render_refuses_cameras_as_captures_do(capture, job, tmp_path):

@@ -20,7 +20,7 @@ MIN_TEST_PSNR = 23.0
 
 def capture_job(job_dir, capture, method="reconstruct", **overrides):
     job = {"spec_version": 1, "method": method, "inputs": {"capture": str(capture)}, "steps": RECONSTRUCT_STEPS,
-           "seed": 0, "device": "cpu", "render": {"size": 32, "samples_per_ray": 48}, "export": {"resolution": 64},
+           "seed": 0, "device": "cpu", "render": {"size": 32, "samples_per_ray": 96}, "export": {"resolution": 64},
            "preview_every": 0, "checkpoint_every": 0,
            "options": {"rays_per_step": 1024, "holdout_every": 6, "field": TINY_FIELD}}
     for key, value in overrides.items():

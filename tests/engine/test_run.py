@@ -1,6 +1,9 @@
-"""The run loop end to end: Dream Fields with tiny models, events, determinism, resume, cancel, errors."""
+"""The run loop end to end: Dream Fields with tiny models, events, determinism, resume, cancel, errors; a time
+budget (reconstruction of a rendered box)."""
 import io
 import json
+import math
+import re
 import signal
 import subprocess
 import sys
@@ -11,8 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from engine.jobs.budget import Fit, TimeBudget
 from engine.jobs.run import run_job
+from engine.methods.base import Method, Phase
 from engine.methods.dream_fields import method as dream_fields
+from engine.methods.reconstruct import method as reconstruct
+from capture_support import render_capture
 from conftest import ROOT, TINY_OPTIONS, engine, engine_env, read_events, write_job
 
 
@@ -51,6 +58,11 @@ def test_dream_fields_run_end_to_end(tmp_path, tiny_models):
     colours = mesh["vertex_colors"]
     assert colours.shape == mesh["vertices"].shape and colours.min() >= 0 and colours.max() <= 1
     assert (job / "log.txt").read_text().count("engine.outputs: mesh:") == 1
+    # Without a budget the run takes every step; `finished` says how long it took, for the add-on's estimates.
+    finished = stdout_events[-1]
+    assert finished["step"] == 30 and "budget_cut" not in finished
+    assert finished["elapsed_s"] > finished["build_s"] > 0 and finished["step_s"] > 0 and finished["end_s"] > 0
+    assert not (job / "checkpoints" / "schedule.json").exists()
     # 30 tiny steps leave a fog: the export says so, in the log and as a `log` event.
     warnings = [e for e in stdout_events if e["event"] == "log" and e["level"] == "warning"]
     assert any("mostly fog" in e["message"] for e in warnings)
@@ -296,3 +308,169 @@ def test_old_flat_option_keys_run_resume_and_match_the_nested_ones(tmp_path, tin
     (a / "job.json").write_text(json.dumps({**json.loads((a / "job.json").read_text()), "steps": 6}))
     assert run_job(a, True, io.StringIO()) == 0
     assert final_weights(a)[0] == 6
+
+
+# --- A time budget (job.json budget_s): a reconstruction of a rendered box, small enough for a 2-core CPU.
+TINY_FIELD = {"hash_levels": 8, "hash_log2_size": 14, "hash_max_resolution": 128, "mlp_width": 32}
+BUDGET_S = 20.0
+
+
+def reconstruct_job(job_dir, capture, **overrides):
+    job = {"spec_version": 1, "method": "reconstruct", "inputs": {"capture": str(capture)}, "steps": 40, "seed": 0,
+           "device": "cpu", "render": {"size": 32, "samples_per_ray": 48}, "export": {"resolution": 64},
+           "preview_every": 0, "checkpoint_every": 0, "options": {"rays_per_step": 1024, "field": TINY_FIELD},
+           **overrides}
+    job_dir.mkdir(parents=True, exist_ok=True)
+    (job_dir / "job.json").write_text(json.dumps(job))
+    return job_dir
+
+
+@pytest.fixture(scope="module")
+def box_capture(tmp_path_factory):
+    return render_capture(tmp_path_factory.mktemp("capture") / "box", n=12, size=32)
+
+
+def test_a_budget_stops_the_run_in_time_with_its_mesh(tmp_path, box_capture):
+    """100000 steps asked for, 20 s given: the run times its steps, fits as many as the budget holds besides
+    the export, and ends, exported, within the budget. Measured on the 2-core CPU: ~120-270 steps (0.05-0.13 s
+    each as the machine is shared), 16-17.5 s inside the run, 17.5-19 s for the whole process."""
+    job = reconstruct_job(tmp_path / "job", box_capture, steps=100000, budget_s=BUDGET_S)
+    t = time.monotonic()
+    out = engine("run", job)
+    wall = time.monotonic() - t
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert 0.5 * BUDGET_S <= wall <= 1.25 * BUDGET_S, wall
+    events = read_events(job)
+    finished = events[-1]
+    assert finished["status"] == "succeeded" and finished["budget_s"] == BUDGET_S and finished["budget_cut"] is True
+    assert finished["elapsed_s"] <= BUDGET_S and finished["step_s"] > 0 and finished["end_s"] > 0
+    # The progress bar's total: the job's until the steps are timed, then the fitted one, which the run reaches.
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress[0]["step"] == 1 and progress[0]["total"] == 100000
+    assert progress[-1]["step"] == progress[-1]["total"] == finished["step"] < 100000
+    logs = [e["message"] for e in events if e["event"] == "log"]
+    plan = next(m for m in logs if re.match(r"budget 20 s: \d+ of 100000 steps fit \(", m))
+    assert "s/step measured" in plan and "reserved for export" in plan
+    mesh = np.load(job / "result" / "mesh.npz")
+    assert len(mesh["faces"]) > 0
+    # The fit is recorded with the checkpoint, for --resume.
+    schedule = json.loads((job / "checkpoints" / "schedule.json").read_text())
+    assert schedule["job_phases"] == [["reconstruct", 100000]] and schedule["fits"]
+
+
+def test_resume_continues_the_budget_fitted_schedule(tmp_path, box_capture, monkeypatch):
+    """A budget that fits 12 of 40 steps after step 3 (made so by hand); the run is cancelled after step 6 and
+    resumed: it ends at step 12 with the weights of the uninterrupted run, its learning-rate decay fitted to 12."""
+    monkeypatch.setattr(TimeBudget, "step_done", lambda self, done, total, now, phase: (
+        Fit(12, done, 0.1, 1.0, False) if done == 3 else None))
+    monkeypatch.setattr(TimeBudget, "must_stop", lambda self, now: False)
+    straight = reconstruct_job(tmp_path / "straight", box_capture, budget_s=1000)
+    assert run_job(straight, False, io.StringIO()) == 0
+    resumed = reconstruct_job(tmp_path / "resumed", box_capture, budget_s=1000)
+    build = reconstruct.build
+
+    def build_cancelling_at_5(spec, device):
+        method = build(spec, device)
+        step = method.step
+
+        def stepping(k, gen):
+            if k == 5:
+                (resumed / "cancel").write_text("")
+            return step(k, gen)
+        method.step = stepping
+        return method
+
+    monkeypatch.setattr(reconstruct, "build", build_cancelling_at_5)
+    assert run_job(resumed, False, io.StringIO()) == 8
+    monkeypatch.setattr(reconstruct, "build", build)
+    (resumed / "cancel").unlink()
+    assert run_job(resumed, True, io.StringIO()) == 0
+    (step_a, wa), (step_b, wb) = final_weights(straight), final_weights(resumed)
+    assert step_a == step_b == 12
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
+    last = [e for e in read_events(resumed) if e["event"] == "progress"][-1]
+    assert last["total"] == 12 and last["lr"] == pytest.approx(1e-2 * 0.1 ** (11 / 12))  # decays over 12 steps
+    # Changed steps are a new schedule: the recorded fit is dropped and all 44 steps run.
+    monkeypatch.undo()
+    reconstruct_job(resumed, box_capture, steps=44)
+    assert run_job(resumed, True, io.StringIO()) == 0 and final_weights(resumed)[0] == 44
+
+
+class Phased(Method):
+    def __init__(self, *phases):
+        self.phases = tuple(Phase(name, steps) for name, steps in phases)
+
+
+def test_fit_steps_scales_the_phases_that_are_left():
+    m = Phased(("reconstruct", 2000), ("style", 400))
+    m.fit_steps(600)
+    assert m.phases == (Phase("reconstruct", 500), Phase("style", 100)) and m.job_phases[0].steps == 2000
+    # 300 steps in: the rest of the current phase and the next share what is left, as the job weighted them.
+    m.fit_steps(700, done=300)
+    assert m.phases == (Phase("reconstruct", 567), Phase("style", 133))
+    # An ended phase keeps its length.
+    m.fit_steps(600, done=570)
+    assert m.phases == (Phase("reconstruct", 567), Phase("style", 33))
+    # Every phase the job gave steps keeps one; an empty one stays empty.
+    m = Phased(("invert", 500), ("edit", 150), ("tune", 0))
+    m.fit_steps(1)
+    assert [p.steps for p in m.phases] == [1, 1, 0] and m.total_steps == 2
+    m = Phased(("generate", 100000))
+    m.fit_steps(412, done=5)
+    assert m.phases == (Phase("generate", 412),)
+
+
+def steps_at(budget, done, total, t, step_s, until, phase=""):
+    """Feed `budget` steps of step_s seconds from (done, t) until time `until`, applying its fits; returns
+    (done, total, t, fits)."""
+    fits = []
+    while t + step_s <= until and done < total:
+        done, t = done + 1, t + step_s
+        fit = budget.step_done(done, total, t, phase)
+        if fit is not None:
+            fits.append(fit)
+            total = fit.total
+    return done, total, t, fits
+
+
+def test_time_budget_fits_refits_and_stops():
+    # 100 s from t=0, 10 s reserved for the export; 5 s of start-up, a 2 s warm-up step, then 1 s per step.
+    budget = TimeBudget(100.0, started=0.0, reserve_s=10.0, cap=100000)
+    assert budget.stop_by == pytest.approx(100 - 10 - (0.03 * 100 + 0.5))  # 86.5
+    budget.begin(5.0)
+    assert budget.step_done(1, 100000, 7.0) is None  # the warm-up step is not timed
+    done, total, t, fits = steps_at(budget, 1, 100000, 7.0, 1.0, until=9.0)
+    assert [(f.total, f.refit) for f in fits] == [(3 + math.floor(86.5 - 9.0), False)]  # 2 s measured: 80 steps
+    assert fits[0].s_per_step == pytest.approx(1.0)
+    # The machine slows to 2 s a step: fewer steps, so that the planned end stays at 86.5 s.
+    done, total, t, fits = steps_at(budget, done, total, t, 2.0, until=40.0)
+    assert fits and all(f.refit and f.total < 80 for f in fits)
+    assert abs(t + (total - done) * 2.0 - 86.5) <= max(0.05 * 100, 4.0)
+    # ... and speeds up to 0.5 s: steps come back.
+    done, total2, t, fits = steps_at(budget, done, total, t, 0.5, until=70.0)
+    assert fits and total2 > total
+    # However the plan stands, no further step (as long as the last, 0.5 s) may run into the reserve (from 90 s).
+    budget.step_done(done + 1, total2, 88.0)
+    budget.step_done(done + 2, total2, 88.5)
+    assert not budget.must_stop(89.4) and budget.must_stop(89.6)
+
+
+def test_time_budget_never_fits_more_than_the_job_asks():
+    budget = TimeBudget(100.0, started=0.0, reserve_s=1.0, cap=50)
+    budget.begin(0.0)
+    done, total, t, fits = steps_at(budget, 0, 50, 0.0, 0.1, until=3.05)
+    assert [f.total for f in fits] == [50] and done == 30
+
+
+def test_time_budget_times_a_new_phase_afresh():
+    """NeRF-Art's style steps cost ten times its reconstruction steps: once the style phase's steps are timed (its
+    first left out), the plan is refitted to them at once."""
+    budget = TimeBudget(1000.0, started=0.0, reserve_s=10.0, cap=2400)
+    budget.begin(0.0)
+    done, total, t, fits = steps_at(budget, 0, 2400, 0.0, 0.1, until=20.0, phase="reconstruct")
+    assert [f.refit for f in fits] == [False] and total == 2400  # all fit at 0.1 s a step
+    done, total2, t, fits = steps_at(budget, done, total, t, 1.0, until=40.0, phase="style")
+    # Timed over 10 s (2% of the budget, at most 10 s) after the first style step, which ended at t = 21.
+    assert len(fits) == 1 and fits[0].refit and fits[0].s_per_step == pytest.approx(1.0)
+    assert fits[0].left_s == pytest.approx(1000 - 10 - (0.03 * 1000 + 0.5) - 31, abs=0.5)
+    assert total2 == fits[0].total == fits[0].done + math.floor(fits[0].left_s)

@@ -89,6 +89,11 @@ BAD = [
     (with_("export.formats", ["glb"]), "export.formats"),
     (with_("preview_every", -1), "preview_every"),
     (with_("checkpoint_every", 2.5), "checkpoint_every"),
+    (with_("budget_s", 0), "budget_s"),
+    (with_("budget_s", -30), "budget_s"),
+    (with_("budget_s", "300"), "budget_s"),
+    (with_("budget_s", True), "budget_s"),
+    (with_("budget_s", float("inf")), "budget_s"),
     (with_("options.lr", 5.0), "options.lr"),
     (with_("options.field", "voxels"), "options.field"),
     (with_("options.n_augmentations", 8), "options.n_augmentations"),
@@ -125,6 +130,17 @@ def test_values_are_read_and_ints_accepted_as_floats():
     assert spec.export.threshold == 5.0 and spec.options.field.backbone == "mlp" and spec.options.lr == 0.01
     assert spec.models == {"clip": "/models/clip"}
     assert json.loads(json.dumps(spec.to_dict()))["orbit"]["radius"] == [3.0, 5.0]
+
+
+def test_budget_is_seconds_or_null_and_in_the_resolved_job():
+    assert parse_job(GOOD).budget_s is None and parse_job(GOOD).to_dict()["budget_s"] is None
+    assert parse_job({**GOOD, "budget_s": None}).budget_s is None
+    spec = parse_job({**GOOD, "budget_s": 300})
+    assert spec.budget_s == 300.0 and isinstance(spec.budget_s, float)
+    assert json.loads(json.dumps(spec.to_dict()))["budget_s"] == 300.0
+    with pytest.raises(EngineError) as err:
+        parse_job({**GOOD, "budget_s": 0})
+    assert "budget_s: must be a number of seconds > 0, or null" in err.value.message
 
 
 def test_load_job_reports_missing_file_and_bad_json(tmp_path):

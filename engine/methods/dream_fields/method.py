@@ -51,8 +51,17 @@ class DreamFields(Method):
         self.optimizer = torch.optim.Adam(self.field.parameters(), lr=self.peak_lr, eps=1e-5)
         # The paper's schedules are for 10k-step runs; a short run spends at most a fifth of
         # its steps warming up and annealing, so it still reaches the final settings.
-        self.warmup = min(o.lr_warmup_steps, spec.steps // 5)
-        self.anneal = min(o.transmittance_anneal_steps, spec.steps // 5)
+        self.schedule(spec.steps)
+
+    def schedule(self, steps: int) -> None:
+        """Warm-up and annealing lengths for a run of `steps` (a short run still reaches the final settings)."""
+        o = self.spec.options
+        self.warmup = min(o.lr_warmup_steps, steps // 5)
+        self.anneal = min(o.transmittance_anneal_steps, steps // 5)
+
+    def fit_steps(self, total: int, done: int = 0) -> None:
+        super().fit_steps(total, done)  # a time budget: the schedules follow the fitted length
+        self.schedule(self.phases[0].steps)
 
     def learning_rate(self, step: int) -> float:
         return exponential_ramp(step, self.warmup, self.peak_lr / 10, self.peak_lr)

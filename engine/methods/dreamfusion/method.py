@@ -70,9 +70,18 @@ class DreamFusion(Method):
         # 3. Adam; threestudio's eps for hash grids: Adam's default 1e-8 damps the updates of rarely-hit entries.
         self.optimizer = torch.optim.Adam(self.field.parameters(), lr=o.lr, betas=(0.9, 0.99), eps=1e-15)
         # Schedules are for 10k-step runs; a short run still reaches the final settings.
-        self.warmup = min(o.albedo_warmup_steps, spec.steps // 5)
-        self.latent_warmup = min(o.latent_warmup_steps, spec.steps // 5)
-        self.ramp = min(o.regularizer_ramp_steps, spec.steps // 2)
+        self.schedule(spec.steps)
+
+    def schedule(self, steps: int) -> None:
+        """Warm-up and ramp lengths for a run of `steps`."""
+        o = self.spec.options
+        self.warmup = min(o.albedo_warmup_steps, steps // 5)
+        self.latent_warmup = min(o.latent_warmup_steps, steps // 5)
+        self.ramp = min(o.regularizer_ramp_steps, steps // 2)
+
+    def fit_steps(self, total: int, done: int = 0) -> None:
+        super().fit_steps(total, done)  # a time budget: the schedules follow the fitted length
+        self.schedule(self.phases[0].steps)
 
     def learning_rate(self, step: int) -> float:
         return self.spec.options.lr

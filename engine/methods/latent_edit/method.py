@@ -136,6 +136,12 @@ class LatentEdit(Reconstruct):
         self.targets: dict[int, torch.Tensor] = {}
         self.source_renders: dict[int, torch.Tensor] = {}
 
+    def fit_steps(self, total: int, done: int = 0) -> None:
+        # A time budget shortens the phases: the edit starts where the (shorter) inversion ends.
+        super().fit_steps(total, done)
+        self.edit_start = self.phases[0].steps
+        self.albedo_warmup = min(self.spec.options.albedo_warmup_steps, self.phases[1].steps // 5)
+
     def make_scene(self, spec: JobSpec) -> Scene:
         return make_scene(spec, {"field": dataclasses.asdict(self.field_options)})
 
@@ -148,7 +154,7 @@ class LatentEdit(Reconstruct):
             return super().learning_rate(step)
         if name == "tune":
             return o.tune_lr
-        t = (step - self.edit_start) / max(self.spec.steps, 1)
+        t = (step - self.edit_start) / max(self.phases[1].steps, 1)
         return o.edit_lr * facedenerf_ramp(t, o.warmup_fraction, o.rampdown_fraction)
 
     def weights(self, step: int) -> dict[str, float]:
@@ -197,7 +203,7 @@ class LatentEdit(Reconstruct):
             # The inversion is done: it becomes the frozen source; Adam starts afresh for the planes.
             self.source.load_state_dict(self.field.state_dict())
             self.optimizer.state.clear()
-        if phase == "tune" and step == self.edit_start + spec.steps:
+        if phase == "tune" and step == self.edit_start + self.phases[1].steps:
             self.optimizer.state.clear()  # the decoder's Adam state is the inversion's: start the tuning afresh
         # 1. Refresh the empty-space grid; a training frame.
         field = self.empty_space.field_for_step(self.field, step, generator)

@@ -13,9 +13,11 @@ from ..base import MethodCard, Quality
 CAPTURE_ORBIT = {"radius": (4.0, 4.0), "elevation_deg": (30.0, 30.0), "azimuth_deg": (0.0, 360.0),
                  "fov_deg": (40.0, 40.0)}
 CAPTURE_DEFAULTS = {"steps": 3000, "render": {"size": 64, "samples_per_ray": 96}, "orbit": CAPTURE_ORBIT}
-# Rays are drawn from the photos; instant-ngp looks good after a few thousand steps.
-CAPTURE_PRESETS = {"draft": Quality(steps=500, render_size=64, mesh_resolution=128),
-                   "standard": Quality(steps=3000, render_size=64, mesh_resolution=256),
+# Rays are drawn from the photos; instant-ngp looks good after a few thousand steps. A GPU takes them in a minute
+# or two; a CPU (~1.5-2 s a step on 2 cores) would take an hour, so draft and standard carry a time budget that
+# fits their schedule into minutes there (and never binds on a GPU); high runs every step.
+CAPTURE_PRESETS = {"draft": Quality(steps=500, render_size=64, mesh_resolution=128, budget_s=180.0),
+                   "standard": Quality(steps=3000, render_size=64, mesh_resolution=256, budget_s=600.0),
                    "high": Quality(steps=10000, render_size=128, mesh_resolution=256)}
 
 
@@ -45,6 +47,15 @@ class ReconstructOptions:
     lambda_distortion: float = 0.01
     """Weight of mip-NeRF 360's distortion loss (each ray's weights gathered on one thin surface):
     crisper surfaces and fewer floaters for the mesh (mip-NeRF 360: 0.01; 0 = off)."""
+    background: str = "auto"
+    """What the photos show outside the object cube. "field": a second, smaller field over all of space beyond
+    the cube (mip-NeRF 360's contraction), rendered in front of and behind it, so that a room, a table or a street
+    needs no fog in the cube; the mesh comes from the object's field alone. "colour": the photos' mean border
+    colour (a plain studio backdrop; the old behaviour). "auto": "field" for photos without alpha, nothing for
+    photos with alpha (their coverage says where the object is)."""
+    background_samples: int = 32
+    """Samples of the background field per ray: a quarter in front of the cube, the rest behind it out to
+    infinity, evenly in disparity."""
 
     def validate(self, key: str) -> None:
         check(self.lambda_distortion >= 0, f"{key}.lambda_distortion", self.lambda_distortion, "must be >= 0")
@@ -57,6 +68,10 @@ class ReconstructOptions:
         check(self.holdout_every == 0 or self.holdout_every >= 2, f"{key}.holdout_every", self.holdout_every,
               "must be 0 (no held-out frames) or >= 2")
         check_grid_backbone(self, key)
+        check(self.background in ("auto", "field", "colour"), f"{key}.background", self.background,
+              'must be "auto", "field" or "colour"')
+        check(4 <= self.background_samples <= 1024, f"{key}.background_samples", self.background_samples,
+              "must be between 4 and 1024")
         check(self.lambda_opacity >= 0, f"{key}.lambda_opacity", self.lambda_opacity, "must be >= 0")
 
 
