@@ -9,6 +9,16 @@ evaluation time is not counted in the wall time.
     python bench/bench_reconstruct.py [--views 48] [--size 96] [--steps 2000] [--every 250]
 
 Prints one JSON object: per evaluation point, steps, seconds of training, held-out PSNR.
+
+With --scenes DIR, the Blender-rendered scenes of bench/scenes/make_scenes.py instead (synthetic360: 90 + 10
+held-out views of 100 px; synthetic8: 8 of them; photo: a phone-like capture of 135x240 with a room behind the
+object and OPENCV lens distortion, every 8th frame held out), each run as a user runs it: `python -m engine run`
+of a reconstruct job with the engine's defaults and `budget_s` (wall time including the mesh export), in a
+subprocess. Per scene: the held-out PSNR at the end, the wall time, the steps that fit, the training-batch PSNR
+and the occupied share of the empty-space grid over time (from the progress events), and for the photo the
+share of mesh vertices inside the object's true box (bench_truth.json).
+
+    python bench/bench_reconstruct.py --scenes ~/.cache/text3d/bench_scenes --budget 600 [--only photo]
 """
 from __future__ import annotations
 
@@ -34,8 +44,63 @@ from engine.methods.reconstruct import method as reconstruct  # noqa: E402
 from engine.spec import parse_job  # noqa: E402
 
 
+def run_scene(folder: Path, budget: float, work: Path, device: str = "cpu") -> dict:
+    """One scene as a user runs it: a reconstruct job with the defaults and budget_s, through the CLI."""
+    import subprocess
+
+    import numpy as np
+
+    job = work / folder.name
+    job.mkdir(parents=True)
+    options = {} if (folder / "transforms_train.json").exists() else {"holdout_every": 8}
+    (job / "job.json").write_text(json.dumps({"spec_version": 1, "method": "reconstruct", "seed": 0, "device": device,
+                                              "inputs": {"capture": str(folder)}, "budget_s": budget,
+                                              "preview_every": 0, "options": options}))
+    t0 = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "engine", "run", str(job)], cwd=ROOT, capture_output=True, text=True)
+    wall = time.monotonic() - t0
+    events = [json.loads(line) for line in (job / "events.jsonl").read_text().splitlines() if line.strip()]
+    if out.returncode != 0:
+        return {"scene": folder.name, "error": [e for e in events if e["event"] == "error"], "wall_s": round(wall, 1)}
+    progress = [e for e in events if e["event"] == "progress"]
+    keep = progress[:: max(1, len(progress) // 12)] + progress[-1:]
+    metrics = json.loads((job / "result" / "metrics.json").read_text())
+    result = {"scene": folder.name, "wall_s": round(wall, 1), "test_psnr": round(metrics["test_psnr"], 2),
+              "test_views": metrics["test_views"], "steps": progress[-1]["total"],
+              "finished": next(e for e in events if e["event"] == "finished"),
+              "curve": [{"step": e["step"], "elapsed_s": e["elapsed_s"], "train_psnr": round(e["metrics"]["psnr"], 2),
+                         "occupied": round(e["metrics"].get("occupied", 1.0), 4)} for e in keep]}
+    truth = folder / "bench_truth.json"
+    if truth.exists() and (job / "result" / "mesh.npz").exists():
+        lo, hi = (np.array(b) for b in json.loads(truth.read_text())["object_bounds"])
+        v = np.load(job / "result" / "mesh.npz")["vertices"]
+        margin = 0.1 * (hi - lo)
+        result["mesh_vertices"] = len(v)
+        result["mesh_inside_object_box"] = round(float(((v >= lo - margin) & (v <= hi + margin)).all(1).mean()), 3)
+    return result
+
+
+def scenes_main(args) -> None:
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = args.keep or tmp
+        for name in ("synthetic360", "photo", "synthetic8"):
+            if args.only and name != args.only:
+                continue
+            results.append(run_scene(Path(args.scenes).expanduser() / name, args.budget, Path(tmp), args.device))
+            print(json.dumps(results[-1]), file=sys.stderr)
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else None
+    print(json.dumps({"bench": "reconstruct_scenes", "machine": gpu or f"{platform.machine()}, {torch.get_num_threads()} "
+                      "threads", "device": args.device, "torch": torch.__version__, "budget_s": args.budget, "scenes": results}))
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
+    p.add_argument("--scenes", help="folder of bench/scenes/make_scenes.py's captures")
+    p.add_argument("--budget", type=float, default=600.0, help="--scenes: budget_s of each job (seconds)")
+    p.add_argument("--only", help="--scenes: run this scene only")
+    p.add_argument("--device", default="cpu", help="--scenes: the jobs' device (cpu, cuda)")
+    p.add_argument("--keep", help="--scenes: write the job folders here (kept) instead of a temporary folder")
     p.add_argument("--views", type=int, default=48)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--steps", type=int, default=2000)
@@ -43,6 +108,8 @@ def main() -> None:
     p.add_argument("--rays", type=int, default=4096)
     p.add_argument("--samples", type=int, default=96)
     args = p.parse_args()
+    if args.scenes:
+        return scenes_main(args)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
         capture = render_capture(Path(tmp) / "box", n=args.views, size=args.size, frame=ObjectFrame((0.0, 0.0, 0.5), 1.0))

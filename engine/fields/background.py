@@ -27,7 +27,7 @@ class BackgroundField(Field):
     move in keeps its resolution); beyond it detail falls off with 1/distance, as a camera sees it.
     """
 
-    def __init__(self, scale: float = 4.0, levels: int = 8, log2_size: int = 17, max_resolution: int = 1024,
+    def __init__(self, scale: float = 4.0, levels: int = 4, log2_size: int = 17, max_resolution: int = 64,
                  width: int = 32, density_bias: float = -1.0) -> None:
         super().__init__(density_bias)
         self.scale = scale

@@ -59,13 +59,22 @@ def render_background(field: FieldFn, origins: torch.Tensor, dirs: torch.Tensor,
     front_delta = ((near - NEAR_PLANE) / n_front)[:, None]
     front_t = NEAR_PLANE + (bins + offsets(n_front)) * front_delta
     front = _render(field, origins, dirs, front_t, front_delta)
-    # Disparity s in (0, 1] from 1/far down to 0: t = far / s; bin edges at s = 1 - k / n_back.
-    edges = far[:, None] / (1 - torch.arange(n_back, device=origins.device)[None] / n_back)  # (R, n_back)
-    s = 1 - (torch.arange(n_back, device=origins.device)[None] + offsets(n_back)) / n_back
-    back_t = far[:, None] / s
-    next_edge = torch.cat([edges[:, 1:], torch.full_like(edges[:, :1], 1e10)], dim=1)
-    back = _render(field, origins, dirs, back_t, next_edge - edges)
+    back_t, back_delta = disparity_samples(far, offsets(n_back))
+    back = _render(field, origins, dirs, back_t, back_delta)
     return front, back
+
+
+def disparity_samples(far: torch.Tensor, offsets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples from `far` (R,) to infinity, one per bin of equal disparity: offsets (R,n) in [0,1) place each
+    inside its bin. Returns t (R,n), finite and increasing, and the bins' lengths (R,n), the last one 1e10."""
+    n = offsets.shape[1]
+    k = torch.arange(n, device=far.device)[None]
+    # Disparity s in (0, 1] from 1/far down to 0: t = far / s; bin edges at s = 1 - k / n.
+    edges = far[:, None] / (1 - k / n)
+    # In float32 an offset within 1e-7 of 1 in the last bin rounds s to 0 (t = inf, then NaN in the contraction).
+    s = (1 - (k + offsets) / n).clamp(min=1e-4 / n)
+    next_edge = torch.cat([edges[:, 1:], torch.full_like(edges[:, :1], 1e10)], dim=1)
+    return far[:, None] / s, next_edge - edges
 
 
 def composite_scene(front: Segment, inside: RenderOutput, back: Segment) -> RenderOutput:

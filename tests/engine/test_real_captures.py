@@ -55,9 +55,24 @@ def test_photos_of_a_room_export_only_the_object(tmp_path):
     half = BOX_HALF * world.scale
     # How far each vertex lies outside the box, in box half sides. The object cube reaches 0.25 beyond the box
     # (text3d_bounds fill 80% of it): fog explaining the room would put vertices out there. Measured (seed 0, 400
-    # steps): 0.3% of the vertices beyond 0.2, none beyond 0.3; held-out PSNR 21.8 dB.
+    # steps): 0.07% of the vertices beyond 0.2; held-out PSNR 22.2 dB. With options.background "colour" (the photos'
+    # border colour, no background field) the mesh also stays inside (the fog it grows stays under the export's
+    # threshold) but the held-out PSNR is 19.2 dB: the room is not modelled. The PSNR bound lies between.
     outside = (np.abs(mesh["vertices"] - np.array(world.offset)) - half).max(1) / half
     print(metrics["test_psnr"], (outside > 0.2).mean(), outside.max())
     assert len(outside) > 1000
-    assert (outside > 0.2).mean() < 0.02 and outside.max() < 0.26, outside.max()
-    assert metrics["test_psnr"] > 19, metrics
+    assert (outside > 0.2).mean() < 0.02, (outside > 0.2).mean()
+    assert metrics["test_psnr"] > 20.7, metrics
+
+
+def test_samples_behind_the_cube_stay_finite_at_the_end_of_their_last_bin():
+    # A photo capture diverged (NaN) after ~160 steps: an offset just below 1 rounded the last disparity to 0.
+    import torch
+
+    from engine.render.unbounded import disparity_samples
+
+    far = torch.tensor([2.0, 3.5])
+    offsets = torch.tensor([[0.5, 0.99999994, 0.0, 0.99999994]]).expand(2, 4)
+    t, delta = disparity_samples(far, offsets)
+    assert torch.isfinite(t).all() and (t[:, 1:] >= t[:, :-1]).all() and (t[:, 0] >= far).all(), t
+    assert (delta > 0).all() and delta[:, -1].min() > 1e9
