@@ -104,25 +104,31 @@ def test_same_seed_same_weights_bit_for_bit(tmp_path, tiny_models):
     assert np.array_equal(np.load(a / "result/mesh.npz")["vertices"], np.load(b / "result/mesh.npz")["vertices"])
 
 
+def cancel_at_step(module, job_dir, at: int, monkeypatch):
+    """Make module.build's method write job_dir/cancel when it reaches step `at`; returns the original build."""
+    build = module.build
+
+    def build_cancelling(spec, device):
+        method = build(spec, device)
+        step = method.step
+
+        def stepping(k, gen):
+            if k == at:
+                (job_dir / "cancel").write_text("")
+            return step(k, gen)
+        method.step = stepping
+        return method
+
+    monkeypatch.setattr(module, "build", build_cancelling)
+    return build
+
+
 def test_resume_after_cancel_reaches_the_same_weights(tmp_path, tiny_models, monkeypatch):
     straight = write_job(tmp_path / "straight", tiny_models, steps=10, checkpoint_every=3)
     assert run_job(straight, False, io.StringIO()) == 0
     resumed = write_job(tmp_path / "resumed", tiny_models, steps=10, checkpoint_every=3)
 
-    build = dream_fields.build
-
-    def build_cancelling_at_5(spec, device):
-        method = build(spec, device)
-        step = method.step
-
-        def stepping(k, gen):
-            if k == 5:
-                (resumed / "cancel").write_text("")
-            return step(k, gen)
-        method.step = stepping
-        return method
-
-    monkeypatch.setattr(dream_fields, "build", build_cancelling_at_5)
+    cancel_at_step(dream_fields, resumed, 5, monkeypatch)
     assert run_job(resumed, False, io.StringIO()) == 8
     events = read_events(resumed)
     assert events[-1] == {**events[-1], "event": "finished", "status": "cancelled", "step": 6}
@@ -367,20 +373,7 @@ def test_resume_continues_the_budget_fitted_schedule(tmp_path, box_capture, monk
     straight = reconstruct_job(tmp_path / "straight", box_capture, budget_s=1000)
     assert run_job(straight, False, io.StringIO()) == 0
     resumed = reconstruct_job(tmp_path / "resumed", box_capture, budget_s=1000)
-    build = reconstruct.build
-
-    def build_cancelling_at_5(spec, device):
-        method = build(spec, device)
-        step = method.step
-
-        def stepping(k, gen):
-            if k == 5:
-                (resumed / "cancel").write_text("")
-            return step(k, gen)
-        method.step = stepping
-        return method
-
-    monkeypatch.setattr(reconstruct, "build", build_cancelling_at_5)
+    build = cancel_at_step(reconstruct, resumed, 5, monkeypatch)
     assert run_job(resumed, False, io.StringIO()) == 8
     monkeypatch.setattr(reconstruct, "build", build)
     (resumed / "cancel").unlink()

@@ -55,7 +55,7 @@ def capture_renderer(spec: JobSpec, modules: dict, grid=None):
     cells when given), and the background field in front of and behind it when `modules` has one. Renders
     (R,3) origins and unit directions with a focal length in pixels (the samples' footprint) without gradients."""
     step = march_step(spec.render.samples_per_ray)
-    samples = getattr(spec.options, "background_samples", 32)
+    samples = spec.options.background_samples
 
     def render(origins: torch.Tensor, dirs: torch.Tensor, focal: float) -> RenderOutput:
         out = march_rays(modules["field"], origins, dirs, step, grid=grid, pixel_radius=PIXEL_RADIUS / focal)
