@@ -467,3 +467,16 @@ def test_time_budget_times_a_new_phase_afresh():
     assert len(fits) == 1 and fits[0].refit and fits[0].s_per_step == pytest.approx(1.0)
     assert fits[0].left_s == pytest.approx(1000 - 10 - (0.03 * 1000 + 0.5) - 31, abs=0.5)
     assert total2 == fits[0].total == fits[0].done + math.floor(fits[0].left_s)
+
+
+def test_time_budget_wins_back_steps_that_got_faster():
+    """The CPU synthetic8 run: the grid empties and steps fall from ~1 s to ~0.1 s just after a refit made for the
+    slow ones. The plan must not end early with the budget unspent; the run takes steps until the reserve."""
+    budget = TimeBudget(300.0, started=0.0, reserve_s=36.0, cap=3000)
+    budget.begin(3.0)
+    done, total, t, fits = steps_at(budget, 0, 3000, 3.0, 1.0, until=150.0)
+    assert fits and total < 300
+    done, total, t, fits = steps_at(budget, done, total, t, 0.1, until=300.0)
+    assert fits and total > 1000
+    assert t >= budget.stop_by - 5.0  # before the fix: the plan ended at ~180 s of its 254.5
+    assert not budget.must_stop(t - 0.1)
