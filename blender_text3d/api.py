@@ -14,11 +14,16 @@ minutes on this machine, budget_s=0 runs every step), as do engine_python=, engi
 jobs_dir=, location=. estimate(...) says how long a job would take, from the jobs run here.
 `wait=True` drives the job from the calling thread, which background Blender needs
 because its timers never fire.
+
+A job whose folder cannot be made (an unwritable jobs folder, a full disk) gets a failed handle
+whose error (kind jobs_dir_unwritable or disk_full) names the folder and the preference to
+change; nothing is left on disk or started.
 """
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -98,9 +103,10 @@ class JobHandle:
 
 
 def generate(prompt: str, *, wait: bool = False, timeout: float | None = None, **overrides) -> JobHandle:
-    """Start (or queue) one job; raises jobspec.SettingsError before anything starts."""
+    """Start (or queue) one job; raises jobspec.SettingsError before anything starts. A job folder
+    that cannot be made gives a failed handle (see the module's docstring)."""
     run_options = _run_options(overrides)
-    return _submit(_make_job(settings_for(prompt, **overrides), run_options), wait, timeout)
+    return _submit(settings_for(prompt, **overrides), run_options, wait, timeout)
 
 
 def restyle(capture: str | Path, prompt: str = "", method: str = "nerf_art", *, wait: bool = False,
@@ -109,11 +115,12 @@ def restyle(capture: str | Path, prompt: str = "", method: str = "nerf_art", *, 
     describing the edited object; keep_original= and face= tune it), reconstruct or dietnerf.
 
     The mesh is imported where the captured objects were (location= moves it); raises
-    jobspec.SettingsError before anything starts.
+    jobspec.SettingsError before anything starts. A job folder that cannot be made gives a failed
+    handle, as in generate().
     """
     run_options = _run_options(overrides)
     settings = restyle_settings_for(str(capture), prompt, method, **overrides)
-    return _submit(_make_job(settings, run_options), wait, timeout)
+    return _submit(settings, run_options, wait, timeout)
 
 
 def capture_selected(out_dir: str | Path | None = None, views: int = 24, size: int = 256, engine: str = "WORKBENCH",
@@ -125,21 +132,31 @@ def capture_selected(out_dir: str | Path | None = None, views: int = 24, size: i
     jobs folder's captures/ (or jobs_dir's).
     engine: WORKBENCH (fast) or CYCLES (`samples` per pixel). layout: "sphere" (views spread
     over a cap from slightly below to well above) or "ring". Raises scene_capture.NothingToCapture
-    when nothing selected has a size, before any folder is made.
+    when nothing selected has a size, before any folder is made; paths.FolderError naming the folder
+    when the new capture folder cannot be made (it is removed again if rendering into it fails).
     """
     objects = list(bpy.context.selected_objects if objects is None else objects)
     scene_capture.world_bounds(objects)
-    if out_dir is None:
-        root = Path(jobs_dir or props.jobs_dir(props.preferences())) / "captures"
-        out_dir = paths.new_job_dir(root, objects[0].name)
-    return scene_capture.render_capture(bpy.context, objects, Path(out_dir), views, size, engine, samples, layout)
+    if out_dir is not None:
+        return scene_capture.render_capture(bpy.context, objects, Path(out_dir), views, size, engine, samples,
+                                            layout)
+    root = _jobs_root(jobs_dir)
+    try:
+        out_dir = paths.new_job_dir(root / "captures", objects[0].name)
+    except OSError as exc:
+        raise paths.jobs_dir_error(exc, root) from exc
+    try:
+        return scene_capture.render_capture(bpy.context, objects, out_dir, views, size, engine, samples, layout)
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)  # a half-rendered capture would pass for a whole one
+        raise
 
 
 def batch(prompts: list[str], *, wait: bool = True, columns: int | None = None, **overrides) -> list[JobHandle]:
     """Queue one job per prompt, results laid out on a grid from the 3D cursor (or location=).
 
-    One handle per prompt, in order; a prompt with invalid settings gets a failed handle
-    with the reason, and the batch goes on.
+    One handle per prompt, in order; a prompt with invalid settings, or whose job folder cannot
+    be made, gets a failed handle with the reason, and the batch goes on.
     """
     columns = columns or max(1, math.ceil(math.sqrt(len(prompts))))
     origin = overrides.pop("location", None) or tuple(bpy.context.scene.cursor.location)
@@ -196,19 +213,37 @@ def _run_options(overrides: dict) -> dict:
     return {k: overrides.pop(k) for k in RUN_OPTIONS if k in overrides}
 
 
-def _submit(job: Job, wait: bool, timeout: float | None) -> JobHandle:
-    handle = JobHandle(MANAGER.submit(job), job.settings.prompt)
+def _submit(settings: jobspec.Settings, run_options: dict, wait: bool, timeout: float | None) -> JobHandle:
+    """Make the job and queue it; a folder that cannot be made is a failed handle, not an exception."""
+    try:
+        job = _make_job(settings, run_options)
+    except paths.FolderError as exc:
+        return JobHandle(None, settings.prompt, exc.as_error())
+    handle = JobHandle(MANAGER.submit(job), settings.prompt)
     if wait:
         handle.wait(timeout)
     return handle
 
 
+def _jobs_root(jobs_dir: str | Path | None) -> Path:
+    """jobs_dir, else the Jobs Folder preference's (the default one is made on first use, which can
+    fail: paths.FolderError)."""
+    if jobs_dir:
+        return Path(jobs_dir)
+    try:
+        return props.jobs_dir(props.preferences())
+    except OSError as exc:
+        raise paths.jobs_dir_error(exc, exc.filename or "(the extension's user folder)") from exc
+
+
 def _make_job(settings: jobspec.Settings, run_options: dict) -> Job:
+    """The job, its folder made and job.json written; raises jobspec.SettingsError before anything is
+    made, paths.FolderError when the folder cannot be made (nothing is left of it)."""
     spec = jobspec.build_job(settings)  # refuses bad settings before a folder or process exists
     prefs = props.preferences()
     title = jobspec.job_title(spec)
-    job_dir = paths.new_job_dir(Path(run_options.get("jobs_dir") or props.jobs_dir(prefs)), title)
-    (job_dir / "job.json").write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
+    job_dir = paths.create_job_dir(_jobs_root(run_options.get("jobs_dir")), title,
+                                   {"job.json": json.dumps(spec, indent=2) + "\n"})
     root = run_options.get("engine_root") or paths.checkout_engine_root()
     context = bpy.context
     # A capture job's mesh comes back in the capture's world frame: at the origin it lands

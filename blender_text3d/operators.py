@@ -65,6 +65,12 @@ def _set_overrides(op) -> dict:
             if name != "wait" and op.properties.is_property_set(name)}
 
 
+def _error_text(error: dict) -> str:
+    """A failed job's error as one report line: what went wrong, then what to change."""
+    hint = error.get("hint")
+    return f"Text3D: {error['message']}" + (f". {hint}" if hint else "")
+
+
 def _submit(op, start) -> set:
     """Start a job with start() -> api.JobHandle and report how it went, as Generate and Restyle do."""
     try:
@@ -72,8 +78,11 @@ def _submit(op, start) -> set:
     except jobspec.SettingsError as exc:
         op.report({"ERROR"}, f"Text3D: {exc}")
         return {"CANCELLED"}
+    except OSError as exc:  # api turns its own into failed handles; anything else still ends here, not in a traceback
+        op.report({"ERROR"}, f"Text3D: {paths.os_reason(exc)}: {exc.filename or exc}")
+        return {"CANCELLED"}
     if handle.status == "failed":
-        op.report({"ERROR"}, f"Text3D: {handle.error['message']}")
+        op.report({"ERROR"}, _error_text(handle.error))
         return {"CANCELLED"}
     op.report({"INFO"}, f"Text3D: {handle.title!r} {handle.status}")
     return {"FINISHED"}
@@ -183,7 +192,13 @@ class TEXT3D_OT_capture_selected(bpy.types.Operator):
         try:
             folder = api.capture_selected(out_dir, self.views, self.size, self.engine, samples=self.samples,
                                           layout=self.layout)
-        except (scene_capture.NothingToCapture, RuntimeError, OSError) as exc:
+        except paths.FolderError as exc:
+            self.report({"ERROR"}, _error_text(exc.as_error()))
+            return {"CANCELLED"}
+        except OSError as exc:
+            self.report({"ERROR"}, f"Text3D: cannot write the capture: {paths.os_reason(exc)}: {exc.filename or exc}")
+            return {"CANCELLED"}
+        except (scene_capture.NothingToCapture, RuntimeError) as exc:
             self.report({"ERROR"}, f"Text3D: {exc}")
             return {"CANCELLED"}
         context.scene.text3d.capture_path = str(folder)
