@@ -24,9 +24,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 import torch
@@ -262,17 +263,58 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _image_path(folder: Path, file_path: str) -> Path | None:
-    """A frame's image; NeRF-synthetic paths come without an extension ("./train/r_0")."""
-    p = (folder / file_path).resolve()
-    if p.is_file():
-        return p
-    if not p.suffix or p.suffix.lower() not in IMAGE_SUFFIXES:
-        for suffix in IMAGE_SUFFIXES:
-            q = p.with_name(p.name + suffix)
-            if q.is_file():
-                return q
-    return None
+# A path written on Windows: drive letter ("C:\\", "C:/") or UNC ("\\\\server").
+WINDOWS_ABSOLUTE = re.compile(r"^(?:[A-Za-z]:[\\/]|\\\\)")
+
+
+def find_file(folder: Path, file_path: str, guess_suffix: bool = True) -> tuple[Path | None, str]:
+    """A frame's file (image or mask) as exporters write its path -> (the file or None, what else was tried).
+
+    Candidates, first existing wins: the path as written, relative to the transforms file's folder
+    (or absolute); with `\\` read as a separator (Windows exporters write "images\\frame_1.png"; a
+    file whose name really holds a backslash is found first); for an absolute path that is not
+    there (the capture was moved, or written on another machine), its tails inside `folder`, longest
+    first ("/home/a/scan/images/x.png": scan/images/x.png, then images/x.png, then x.png). Each
+    candidate also matches with an image suffix added when it has none (guess_suffix: NeRF-synthetic's
+    "./train/r_0", instant-ngp's extensionless paths) and by its name regardless of case when exactly
+    one file in its folder matches (captures written on Windows or macOS: "IMG_1.jpg" for IMG_1.JPG).
+    The second value, for a "not found" message, says which other paths were tried ("" if none).
+    """
+    candidates, notes = [file_path], []
+    posix = file_path.replace("\\", "/")
+    if posix != file_path:
+        candidates.append(posix)
+        notes.append(f"the path uses Windows (\\) separators, also tried {posix!r}")
+    if posix.startswith("/") or WINDOWS_ABSOLUTE.match(file_path):
+        parts = [part for part in posix.split("/") if part and part not in (".", "..")]
+        if parts and re.fullmatch(r"[A-Za-z]:", parts[0]):
+            parts = parts[1:]
+        tails = ["/".join(parts[k:]) for k in range(len(parts))]
+        candidates += tails
+        if tails:
+            notes.append(f"the path is absolute, also tried its tails {', '.join(repr(t) for t in tails)} in {folder}")
+    for candidate in candidates:
+        found = _existing(folder / candidate, guess_suffix)
+        if found is not None:
+            return found, ""
+    return None, "; ".join(notes)
+
+
+def _existing(path: Path, guess_suffix: bool) -> Path | None:
+    """path, or path with an image suffix added (guess_suffix, when it has none), or the one file of its folder
+    whose name matches either regardless of case; None."""
+    names = [path.name]
+    if guess_suffix and path.suffix.lower() not in IMAGE_SUFFIXES:
+        names += [path.name + suffix for suffix in IMAGE_SUFFIXES]
+    for name in names:
+        if (path.parent / name).is_file():
+            return (path.parent / name).resolve()
+    try:
+        lower = {name.lower() for name in names}
+        matches = [e for e in path.parent.iterdir() if e.name.lower() in lower and e.is_file()]
+    except OSError:  # the folder does not exist (or cannot be listed)
+        return None
+    return matches[0].resolve() if len(matches) == 1 else None
 
 
 def _matrix(value, where: str) -> np.ndarray:
@@ -414,9 +456,10 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
         declared = (get("w"), get("h"))
         image_path = None
         if need_images:
-            image_path = _image_path(file.parent, file_path)
+            image_path, tried = find_file(file.parent, file_path)
             if image_path is None:
-                raise capture_invalid(f"{where}: image {file_path!r} not found (looked in {file.parent})",
+                raise capture_invalid(f"{where}: image {file_path!r} not found (looked in {file.parent}"
+                                      f"{'; ' + tried if tried else ''})",
                                       "copy the image into the capture folder or fix file_path")
             h, w = (open_image or _image_size)(image_path, where)
             if declared[0] is not None and declared[1] is not None:
@@ -446,7 +489,9 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
             raise capture_invalid(f"{where} has no intrinsics", "give camera_angle_x, or fl_x, fl_y, cx, cy, w, h")
         cx = _number(get("cx"), where, "cx") if get("cx") is not None else None
         cy = _number(get("cy"), where, "cy") if get("cy") is not None else None
-        camera = FrameCamera(m, Path(file_path).stem if file_path else f"frame_{i:03d}", where, is_test, file_path,
+        # Named by file_path as written, Windows separators read as such (the same with or without images).
+        name = PurePosixPath(file_path.replace("\\", "/")).stem if file_path else f"frame_{i:03d}"
+        camera = FrameCamera(m, name, where, is_test, file_path,
                              image_path, w, h, fl_x, fl_y, angle_x, angle_y, cx, cy)
         _check_intrinsics(camera)
         coeffs = tuple(_number(get(k, 0.0) or 0.0, where, k) for k in DISTORTION_KEYS)
