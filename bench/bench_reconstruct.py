@@ -73,7 +73,8 @@ def run_scene(folder: Path, budget: float, work: Path, device: str = "cpu") -> d
     truth = folder / "bench_truth.json"
     if truth.exists() and (job / "result" / "mesh.npz").exists():
         lo, hi = (np.array(b) for b in json.loads(truth.read_text())["object_bounds"])
-        v = np.load(job / "result" / "mesh.npz")["vertices"]
+        with np.load(job / "result" / "mesh.npz") as mesh:
+            v = mesh["vertices"] + mesh["offset"]  # world metres: the vertices are relative to the offset
         margin = 0.1 * (hi - lo)
         result["mesh_vertices"] = len(v)
         result["mesh_inside_object_box"] = round(float(((v >= lo - margin) & (v <= hi + margin)).all(1).mean()), 3)

@@ -3,6 +3,12 @@
 Meshes are built with numpy foreach_set on the mesh attributes (from_pydata is far slower).
 The colour attribute "albedo" always holds the vertex colours; the material reads the
 baked texture instead when the npz has one.
+
+The npz's vertices are relative to its float64 `offset` (a georeferenced capture sits millions of
+metres from the origin, where float32 world coordinates snap to a 0.5 m grid), so the mesh data is
+the object's exact shape and the object's location carries the offset. Blender keeps locations in
+float32 too: far out the *placement* rounds (0.5 m at 5.4e6 m) but the shape does not; a non-zero
+offset is kept exactly in the object's `text3d_offset` property (ID properties are float64).
 """
 from __future__ import annotations
 
@@ -25,7 +31,11 @@ class MeshFileError(ValueError):
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of a mesh.npz, checked against the contract and converted to exact dtypes."""
+    """The arrays of a mesh.npz, checked against the contract and converted to exact dtypes.
+
+    vertices (N,3) float32, faces (M,3) int32, vertex_colors (N,3) float32, offset (3,) float64
+    metres (zeros when the file has none: meshes of engines before it were world coordinates),
+    uvs (M*3,2) float32 and texture (H,W,3) uint8 when textured. Raises MeshFileError."""
     try:
         with np.load(path) as npz:
             data = {k: npz[k] for k in npz.files}
@@ -41,7 +51,12 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     if len(f) and (f.min() < 0 or f.max() >= len(v)):
         raise MeshFileError(f"{path}: face indices outside [0, {len(v)})")
     out = {"vertices": v.astype(np.float32, copy=False), "faces": f.astype(np.int32, copy=False),
-           "vertex_colors": c.astype(np.float32, copy=False)}
+           "vertex_colors": c.astype(np.float32, copy=False), "offset": np.zeros(3)}
+    if "offset" in data:
+        offset = data["offset"]
+        if offset.shape != (3,) or not np.issubdtype(offset.dtype, np.number) or not np.isfinite(offset).all():
+            raise MeshFileError(f"{path}: expected offset (3,) finite numbers; got {offset.shape} {offset.dtype}")
+        out["offset"] = offset.astype(np.float64)
     if "uvs" in data and "texture" in data:
         uvs, tex = data["uvs"], data["texture"]
         if uvs.shape != (3 * len(f), 2) or tex.ndim != 3 or tex.shape[2] != 3:
@@ -106,14 +121,19 @@ def albedo_material(name: str, image: bpy.types.Image | None = None) -> bpy.type
 
 def new_object(name: str, data: dict[str, np.ndarray], collection: bpy.types.Collection,
                location=(0.0, 0.0, 0.0)) -> bpy.types.Object:
-    """A new mesh object with the albedo material, linked to collection at location."""
+    """A new mesh object with the albedo material, linked to collection, its origin at location + the
+    npz's offset (added in float64, then stored by Blender in float32); a non-zero offset is also kept
+    exactly in its `text3d_offset` property."""
     name = name[:NAME_LIMIT] or "Text3D"
     mesh = bpy.data.meshes.new(name)
     fill_mesh(mesh, data)
     image = texture_image(name, data["texture"]) if "texture" in data else None
     mesh.materials.append(albedo_material(name, image))
     obj = bpy.data.objects.new(name, mesh)
-    obj.location = location
+    offset = np.asarray(data.get("offset", np.zeros(3)), np.float64)
+    obj.location = np.asarray(location, np.float64) + offset
+    if offset.any():
+        obj["text3d_offset"] = offset.tolist()
     collection.objects.link(obj)
     return obj
 
@@ -134,7 +154,8 @@ def import_job(job_dir: str | Path, collection: bpy.types.Collection, location=N
     """Import a finished job folder's mesh, named after its prompt (or capture), with text3d_* properties.
 
     location None = where the job belongs: the origin for a capture job, whose mesh the engine
-    wrote in the capture's world frame, else the 3D cursor.
+    wrote in the capture's world frame, else the 3D cursor. The object's origin is location + the
+    mesh's offset (new_object).
     """
     job_dir = Path(job_dir)
     try:

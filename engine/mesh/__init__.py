@@ -73,9 +73,11 @@ def export_mesh(
     Both are called with at most `chunk` points. resolution: grid cells per axis.
     threshold: density iso-level or "auto" (opaque_density, the density the renderer sees as
     opaque; see grid.choose_threshold). texture_size: 0 for vertex colours only,
-    else also a texture_size^2 UV texture. offset, scale: where the object cube sits in the
-    world (orbit.look_at and 1, or a capture's ObjectFrame): written vertices are
-    object * scale + offset. keep_fraction: components with
+    else also a texture_size^2 UV texture. offset (metres, kept in float64), scale: where the object
+    cube sits in the world (orbit.look_at and 1, or a capture's ObjectFrame). Written vertices are
+    float32 object * scale, relative to the offset, which is written beside them (mesh.npz's
+    `offset`, mesh.glb's node translation): world = vertices + offset in float64. Adding it here in
+    float32 would snap a georeferenced mesh (y = 5.4e6 m) to a 0.5 m grid. keep_fraction: components with
     fewer faces than this fraction of the largest are dropped. coarse_factor: a power
     of two; the density is queried on every coarse_factor-th lattice point (at least
     grid.MIN_COARSE_CELLS per axis), then only near the surface (grid.DensityGrid);
@@ -148,19 +150,23 @@ def export_mesh(
         done("texture")
 
     # 7. Write every file under a temporary name, then rename them all.
-    world = vertices * np.float32(scale) + np.asarray(offset, np.float32)
+    #    The vertices stay relative to the offset (metres, float32 about the object's size); the
+    #    offset goes beside them in float64.
+    offset = tuple(float(o) for o in offset)
+    local = vertices * np.float32(scale)
     normals = vertex_normals(vertices, faces)
     files = {}  # format -> (file name, writer(binary file))
     if texture_size:
         png = png_bytes(texture)
         files["png"] = ("texture.png", lambda f: f.write(png))
         textured = {"uvs": corner_uvs.reshape(-1, 2), "texture": texture}
-        glb = lambda f: write_glb(f, world[vmapping], atlas_faces, normals[vmapping], texcoords=atlas_uvs, png=png)
+        glb = lambda f: write_glb(f, local[vmapping], atlas_faces, normals[vmapping], texcoords=atlas_uvs, png=png,
+                                  translation=offset)
     else:
         textured = {}
-        glb = lambda f: write_glb(f, world, faces, normals, colors=colors)
+        glb = lambda f: write_glb(f, local, faces, normals, colors=colors, translation=offset)
     if "npz" in formats:
-        files["npz"] = (f"{name}.npz", lambda f: write_npz(f, world, faces, colors, **textured))
+        files["npz"] = (f"{name}.npz", lambda f: write_npz(f, local, faces, colors, offset=offset, **textured))
     if "glb" in formats:
         files["glb"] = (f"{name}.glb", glb)
     paths = _write_all(Path(out_dir), files)

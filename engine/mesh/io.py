@@ -28,15 +28,18 @@ def y_up(a: np.ndarray) -> np.ndarray:
     return np.stack([a[:, 0], a[:, 2], -a[:, 1]], axis=1).astype(np.float32)
 
 
-def write_npz(file, vertices, faces, vertex_colors, uvs=None, texture=None) -> None:
+def write_npz(file, vertices, faces, vertex_colors, uvs=None, texture=None, offset=(0.0, 0.0, 0.0)) -> None:
     """The job's result/mesh.npz (docs/ARCHITECTURE.md, "The job folder") into an open binary file.
 
-    vertices (N,3) float32 world coordinates, faces (M,3) int32, vertex_colors (N,3)
-    float32 linear; when textured uvs (M*3,2) float32 per face corner (origin
-    bottom-left) and texture (H,W,3) uint8 sRGB, row 0 = top.
+    vertices (N,3) float32 metres relative to offset, offset (3,) float64 metres in the world: a
+    vertex's world position is vertices + offset, added in float64 (float32 world coordinates of a
+    georeferenced capture, y = 5.4e6 m, would snap to a 0.5 m grid). faces (M,3) int32,
+    vertex_colors (N,3) float32 linear; when textured uvs (M*3,2) float32 per face corner
+    (origin bottom-left) and texture (H,W,3) uint8 sRGB, row 0 = top.
     """
     arrays = {
         "vertices": vertices.astype(np.float32),
+        "offset": np.asarray(offset, np.float64).reshape(3),
         "faces": faces.astype(np.int32),
         "vertex_colors": vertex_colors.astype(np.float32),
     }
@@ -52,11 +55,14 @@ def png_bytes(texture: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-def write_glb(file, vertices, faces, normals, colors=None, texcoords=None, png=None) -> None:
+def write_glb(file, vertices, faces, normals, colors=None, texcoords=None, png=None, translation=None) -> None:
     """A glTF 2.0 binary (.glb) with one mesh, one node and one material into an open binary file.
 
-    vertices (N,3) world coordinates in metres and normals (N,3) unit vectors, both in
-    Blender's Z-up world (written Y-up, as glTF wants); faces (M,3) vertex indices wound
+    vertices (N,3) in metres relative to the node and normals (N,3) unit vectors, both in
+    Blender's Z-up world (written Y-up, as glTF wants); translation (3,) metres, Z-up: where the
+    node sits in the world (None: no transform). glTF keeps node transforms as JSON numbers,
+    written here in full float64, so a mesh far from the origin keeps its float32 vertices small
+    and exact and its position exact too. faces (M,3) vertex indices wound
     counter-clockwise from outside. Either colors (N,3) float32 linear RGB in [0,1] (COLOR_0)
     for the vertex-colour mesh, or texcoords (N,2) UVs with origin bottom-left plus png
     (the PNG's bytes, sRGB) for the textured one. Written as float32 POSITION (with the
@@ -106,7 +112,11 @@ def write_glb(file, vertices, faces, normals, colors=None, texcoords=None, png=N
 
     gltf.scene = 0
     gltf.scenes.append(pygltflib.Scene(nodes=[0]))
-    gltf.nodes.append(pygltflib.Node(mesh=0, name="Text3D"))
+    node = pygltflib.Node(mesh=0, name="Text3D")
+    if translation is not None:
+        x, y, z = (float(t) for t in translation)
+        node.translation = [x + 0.0, z + 0.0, -y + 0.0]  # Y-up as the vertices; + 0.0 writes -0 as 0
+    gltf.nodes.append(node)
     primitive = pygltflib.Primitive(attributes=attributes, indices=indices, material=0)  # mode: TRIANGLES
     gltf.meshes.append(pygltflib.Mesh(primitives=[primitive]))
     gltf.materials.append(pygltflib.Material(pbrMetallicRoughness=pbr))

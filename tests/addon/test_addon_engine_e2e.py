@@ -89,8 +89,10 @@ def test_real_engine_reconstructs_a_blender_capture(scene, engine_python, tmp_pa
     drive(handle, timeout=240)
     assert handle.status == "succeeded", handle.error
     obj = handle.result
-    assert tuple(obj.location) == (0.0, 0.0, 0.0) and obj["text3d_capture"] == str(folder)
-    verts = np.array([v.co for v in obj.data.vertices])
+    # The object sits at the mesh's offset (the engine's object frame), its mesh relative to it.
+    assert np.allclose(obj.location, obj["text3d_offset"].to_list(), atol=1e-5)
+    assert obj["text3d_capture"] == str(folder)
+    verts = np.array([v.co for v in obj.data.vertices]) + np.array(obj.location)
     # The engine's object cube sits around the box, which fills 80 % of it (engine/captures.py); marching
     # cubes may close a surface half a cell (of 32 across the cube) outside it.
     assert len(verts) and (np.abs(verts - (1.0, 2.0, 0.5)) <= (1.0 + 1 / 32) / 0.8 + 1e-3).all()
@@ -127,7 +129,7 @@ def test_real_engine_dietnerf_on_a_blender_capture(suzanne_capture, engine_pytho
     # The mesh comes back where Suzanne is: inside the object cube around her box (the box fills 80 % of it),
     # up to half a marching-cubes cell (of 32 across the cube) outside.
     lo, hi = (np.array(v) for v in scene_capture.world_bounds([monkey]))
-    verts = np.array([v.co for v in obj.data.vertices])
+    verts = np.array([v.co for v in obj.data.vertices]) + np.array(obj.location)
     assert (np.abs(verts - (lo + hi) / 2) <= (hi - lo).max() / 2 / 0.8 * (1 + 1 / 32) + 1e-3).all()
     spec = json.loads((handle.job_dir / "job.json").read_text())
     assert spec["models"]["clip"] == tiny_models["clip"] and spec["options"]["semantic_size"] == 32
@@ -188,10 +190,10 @@ def test_real_engine_latent_edit_through_api_restyle_imports_a_mesh_where_the_ca
     (obj,) = [o for o in bpy.data.objects if o not in before]
     assert obj is handle.result and len(obj.data.polygons) > 0
     assert obj["text3d_method"] == "latent_edit" and obj["text3d_prompt"] == "a golden monkey"
-    assert obj["text3d_capture"] == str(folder) and tuple(obj.location) == (0.0, 0.0, 0.0)
+    assert obj["text3d_capture"] == str(folder) and np.allclose(obj.location, obj["text3d_offset"].to_list(), atol=1e-5)
     # Where Suzanne is: inside the object cube around her box, up to half a marching-cubes cell outside.
     lo, hi = (np.array(v) for v in scene_capture.world_bounds([monkey]))
-    verts = np.array([v.co for v in obj.data.vertices])
+    verts = np.array([v.co for v in obj.data.vertices]) + np.array(obj.location)
     assert (np.abs(verts - (lo + hi) / 2) <= (hi - lo).max() / 2 / 0.8 * (1 + 1 / 32) + 1e-3).all()
     spec = json.loads((handle.job_dir / "job.json").read_text())
     assert spec["options"]["keep_original"] == 2.0 and spec["options"]["face"] is False

@@ -23,6 +23,8 @@ OCTAHEDRON = (np.array([[1, 0, 0], [-1, 0, 0], [0, 1, 0], [0, -1, 0], [0, 0, 1],
 OCTAHEDRON_FACES = np.array([[0, 2, 4], [2, 1, 4], [1, 3, 4], [3, 0, 4], [2, 0, 5], [1, 2, 5], [3, 1, 5], [0, 3, 5]])
 # An offset far from the origin and a scale, as a capture's ObjectFrame gives export_mesh.
 OFFSET, SCALE = (12.5, -3.0, 40.0), 2.0
+# Projected-CRS metres (UTM easting, northing, height), where float32 spacing is 0.03 / 0.5 / 1.5e-5 m.
+GEO_OFFSET = (455123.37, 5420456.81, 251.4)
 
 
 def colours(n: int) -> np.ndarray:
@@ -56,16 +58,17 @@ def halves(points):
     return np.where(points[:, :1] > 0, (0.5, 0.1, 0.1), (0.1, 0.1, 0.5)).astype(np.float32)
 
 
-VARIANTS = ("vertex_colours", "textured", "single_triangle", "export_offset", "export_offset_textured")
+VARIANTS = ("vertex_colours", "textured", "single_triangle", "translated", "export_offset", "export_offset_textured")
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory) -> dict:
     """variant -> (.glb path, write_glb's arguments, None) for the direct writes, (.glb path,
-    None, ExportResult) for export_mesh's, whose offset and scale are baked into the vertices
-    (write_glb has no node transform)."""
+    None, ExportResult) for export_mesh's, whose scale is in the vertices and offset in the node's
+    translation."""
     out = tmp_path_factory.mktemp("glb")
-    direct = {"vertex_colours": octahedron(False), "textured": octahedron(True), "single_triangle": single_triangle()}
+    direct = {"vertex_colours": octahedron(False), "textured": octahedron(True), "single_triangle": single_triangle(),
+              "translated": {**octahedron(False), "translation": GEO_OFFSET}}
     variants = {}
     for name, args in direct.items():
         with open(out / f"{name}.glb", "wb") as f:
@@ -85,7 +88,7 @@ def read_back(path) -> dict:
     assert gltf.asset.version == "2.0" and gltf.asset.generator == "Text3D"
     assert gltf.scene == 0 and gltf.scenes[0].nodes == [0] and len(gltf.nodes) == 1
     node = gltf.nodes[0]
-    assert node.mesh == 0 and node.matrix is node.translation is node.rotation is node.scale is None
+    assert node.mesh == 0 and node.matrix is node.rotation is node.scale is None
     assert len(gltf.meshes) == 1 and len(gltf.meshes[0].primitives) == 1
     primitive = gltf.meshes[0].primitives[0]
     assert primitive.mode == 4 and primitive.material == 0  # TRIANGLES
@@ -104,6 +107,8 @@ def read_back(path) -> dict:
     assert bounds.min == position.min(0).tolist() and bounds.max == position.max(0).tolist()
     mesh = {"vertices": z_up(position), "normals": z_up(glb_array(gltf, blob, attributes.NORMAL)),
             "faces": glb_array(gltf, blob, primitive.indices).reshape(-1, 3)}
+    if node.translation is not None:  # Python floats, as the JSON held them: float64
+        mesh["translation"] = z_up(np.array([node.translation], np.float64))[0]
     assert mesh["faces"].max() < len(position)
     textured = attributes.TEXCOORD_0 is not None
     assert (attributes.COLOR_0 is None) == textured  # COLOR_0 would multiply into the texture's colours
@@ -129,6 +134,10 @@ def test_glb_reads_back_what_was_written(written, variant):
     path, args, result = written[variant]
     got = read_back(path)
     if args is not None:
+        if "translation" in args:
+            assert got["translation"].tolist() == list(args["translation"])  # float64, exactly
+        else:
+            assert "translation" not in got
         np.testing.assert_array_equal(got["vertices"], args["vertices"])
         np.testing.assert_array_equal(got["normals"], args["normals"])
         np.testing.assert_array_equal(got["faces"], args["faces"])
@@ -142,9 +151,11 @@ def test_glb_reads_back_what_was_written(written, variant):
         mesh = dict(npz)
     corners = got["vertices"][got["faces"]]  # (M,3,3): textured meshes split vertices at UV seams
     np.testing.assert_array_equal(corners, mesh["vertices"][mesh["faces"]])
-    # The offset and scale are in the vertices: the ball of radius 0.5 around OFFSET, radius 1.
-    np.testing.assert_allclose(got["vertices"].mean(0), OFFSET, atol=0.05)
-    np.testing.assert_allclose(np.linalg.norm(got["vertices"] - OFFSET, axis=1), 0.5 * SCALE, atol=2 * SCALE / 24)
+    # The offset is the node's translation, as mesh.npz's offset; the scale is in the vertices: the ball of
+    # radius 0.5 around the origin, radius 1.
+    assert got["translation"].tolist() == mesh["offset"].tolist() == list(OFFSET)
+    np.testing.assert_allclose(got["vertices"].mean(0), 0, atol=0.05)
+    np.testing.assert_allclose(np.linalg.norm(got["vertices"], axis=1), 0.5 * SCALE, atol=2 * SCALE / 24)
     np.testing.assert_allclose(np.linalg.norm(got["normals"], axis=1), 1, atol=1e-5)
     if "texture" in mesh:
         np.testing.assert_allclose(got["texcoords"][got["faces"]].reshape(-1, 2), mesh["uvs"], atol=1e-6)

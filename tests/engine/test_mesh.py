@@ -58,8 +58,9 @@ def textured(tmp_path_factory):
 
 def test_sphere_lies_on_the_level_set_and_is_closed(sphere):
     result, mesh = sphere
-    assert sorted(mesh) == ["faces", "vertex_colors", "vertices"]
+    assert sorted(mesh) == ["faces", "offset", "vertex_colors", "vertices"]
     assert mesh["vertices"].dtype == np.float32 and mesh["faces"].dtype == np.int32
+    assert mesh["offset"].dtype == np.float64 and mesh["offset"].tolist() == [0.0, 0.0, 0.0]
     assert result.n_vertices == len(mesh["vertices"]) > 1000 and result.n_faces == len(mesh["faces"])
     r = np.linalg.norm(mesh["vertices"], axis=1)
     assert np.abs(r - 0.5).max() < CELL
@@ -120,13 +121,15 @@ def test_floater_is_removed_and_the_large_sphere_kept(tmp_path):
     assert both.components_removed == 0 and both.n_faces > kept.n_faces
 
 
-def test_offset_shifts_vertices_and_export_is_deterministic(sphere, tmp_path):
+def test_offset_is_stored_beside_the_vertices_and_export_is_deterministic(sphere, tmp_path):
+    """The offset goes into mesh.npz's float64 `offset`, not into the float32 vertices, which stay the same."""
     result, mesh = sphere
     moved = export_mesh(ball(), two_halves, tmp_path, resolution=RES, threshold=5.0, offset=(1.0, -2.0, 3.0))
     shifted = load(moved.paths["npz"])
     np.testing.assert_array_equal(shifted["faces"], mesh["faces"])
     np.testing.assert_array_equal(shifted["vertex_colors"], mesh["vertex_colors"])
-    np.testing.assert_allclose(shifted["vertices"], mesh["vertices"] + [1.0, -2.0, 3.0], atol=1e-6)
+    np.testing.assert_array_equal(shifted["vertices"], mesh["vertices"])
+    assert shifted["offset"].dtype == np.float64 and shifted["offset"].tolist() == [1.0, -2.0, 3.0]
     again = export_mesh(ball(), two_halves, tmp_path / "again", resolution=RES, threshold=5.0)
     assert result.paths["npz"].read_bytes() == again.paths["npz"].read_bytes()
 

@@ -54,7 +54,8 @@ def test_reconstruction_reaches_its_held_out_psnr(reconstruction):
 
 def test_the_mesh_lands_where_the_object_was(reconstruction):
     mesh = np.load(reconstruction / "result" / "mesh.npz")
-    lo, hi = mesh["vertices"].min(0), mesh["vertices"].max(0)
+    world = mesh["vertices"] + mesh["offset"]  # vertices are relative to the float64 offset
+    lo, hi = world.min(0), world.max(0)
     half = BOX_HALF * WORLD.scale
     # Within a tenth of the box's side of its faces in the capture's world; the underside, which no
     # camera (all above the box) sees, within a fifth.
@@ -110,7 +111,7 @@ def test_nerf_art_from_a_finished_reconstruction(reconstruction, box_capture, tm
     for e in progress:
         assert set(e["losses"]) == NERF_ART_LOSSES and all(math.isfinite(v) for v in e["losses"].values())
     mesh = np.load(job / "result" / "mesh.npz")
-    assert np.allclose(mesh["vertices"].mean(0), WORLD.offset, atol=0.3 * WORLD.scale)
+    assert np.allclose(mesh["vertices"].mean(0) + mesh["offset"], WORLD.offset, atol=0.3 * WORLD.scale)
 
 
 def test_nerf_art_reconstructs_first_without_a_source_job(box_capture, tmp_path, tiny_models):
