@@ -3,7 +3,7 @@
 World: right-handed, Z up. Cameras: camera-to-world 4x4, looking down their -Z with +Y
 up (Blender and NeRF transforms.json agree). Everything here is in object space: the
 object cube [-1,1]^3 is centred on the origin; the job's `orbit.look_at` is added only
-when results leave the engine (mesh vertices, transforms.json of renders).
+when results leave the engine (the mesh's offset, transforms.json of renders).
 
 Azimuth 0 puts the camera on -Y looking at +Y: Blender's front view (numpad 1), which
 sees +X on the image's right and +Z up. Azimuth 90 puts it on +X (Blender's right view).
