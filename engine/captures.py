@@ -46,6 +46,33 @@ FISHEYE_MODELS = ("OPENCV_FISHEYE",)
 CAMERA_MODELS = PINHOLE_MODELS + FISHEYE_MODELS
 # Coefficients a model does not use (k4 of the radial-tangential model, p1 and p2 of the fisheye).
 UNUSED_KEYS = {False: ("k4",), True: ("p1", "p2")}
+# The keys of transforms files and their frames (nerfstudio, instant-ngp, NeRF-synthetic, Text3D), by what the
+# engine does with them. Every other key is reported in the capture's warnings as ignored, so that nothing that
+# changes what the photos mean (depth maps, a point cloud, an exporter's own keys) is dropped without a word.
+INTRINSIC_KEYS = ("camera_model", "is_fisheye", "fl_x", "fl_y", "cx", "cy", "w", "h", "camera_angle_x",
+                  "camera_angle_y") + DISTORTION_KEYS
+"""Per file or per frame (the frame's value overrides the file's); is_fisheye is instant-ngp's OPENCV_FISHEYE."""
+FILE_KEYS = frozenset(("frames", "text3d_bounds") + INTRINSIC_KEYS)
+"""Used at a file's top level (text3d_bounds: Capture Selected's world box of the objects)."""
+FRAME_KEYS = frozenset(("file_path", "transform_matrix", "mask_path") + INTRINSIC_KEYS)
+"""Used in a frame (mask_path: nerfstudio's per-frame mask, 255 object, 0 ignored)."""
+HARMLESS_KEYS = frozenset((
+    "aabb_scale",            # instant-ngp's scene box (checked > 0); the engine finds its own object cube
+    "scale", "offset",       # instant-ngp's placement of the scene in its cube: likewise
+    "applied_transform", "applied_scale",  # nerfstudio's record of how it moved COLMAP's poses, already applied
+    "orientation_override",  # nerfstudio: how its "up" was chosen, already applied
+    "sharpness",             # instant-ngp colmap2nerf's blur measure of a frame
+    "colmap_im_id",          # nerfstudio: the frame's COLMAP image id
+    "rotation",              # NeRF-synthetic: the turntable step a frame was rendered at
+))
+"""Bookkeeping of other tools: they change neither the photos nor where the cameras are, so pass silently."""
+IGNORED_KEYS = {
+    "depth_file_path": "depth maps are not used",
+    "ply_file_path": "the point cloud is not used",
+    "integer_depth_scale": "depth maps are not used",
+    "enable_depth_loading": "depth maps are not used",
+}
+"""Keys with a meaning the engine does not use: reported as ignored, with why."""
 # How far the object may reach in the cube: a margin against clipping at the cube's faces.
 OBJECT_EXTENT = 0.8
 # Cameras must see the cube from outside: its corners are 1.73 from the centre.
@@ -168,6 +195,8 @@ class FrameCamera:
     """The lens's coefficients k1, k2, k3, k4, p1, p2 (DISTORTION_KEYS; absent ones 0), as written."""
     fisheye: bool = False
     """camera_model OPENCV_FISHEYE (equidistant fisheye); else the radial-tangential model."""
+    mask: Path | None = None
+    """The frame's mask_path file when read with images (checked: exists, the image's size), else None."""
 
     @property
     def distorted(self) -> bool:
@@ -202,6 +231,8 @@ class Cameras:
     """The transforms file read first (the train file for the NeRF-synthetic layout)."""
     bounds: np.ndarray | None
     """The source's text3d_bounds [[min xyz], [max xyz]] (world), or None."""
+    warnings: list[str] = field(default_factory=list)
+    """Keys of the files or frames that are ignored (unknown_keys), for the job's log."""
 
     @property
     def c2w(self) -> torch.Tensor:
@@ -421,7 +452,7 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
     if not test_file:
         files = files[:1]
     source = files[0][0]
-    records, bounds = [], None
+    records, bounds, warnings = [], None, []
     for file, is_test in files:
         data = _read_json(file)
         if file == source:
@@ -436,6 +467,7 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
             if not isinstance(frame, dict):
                 raise capture_invalid(f"{where} is not an object", "each frame needs file_path and transform_matrix")
             records.append((file, is_test, i, where, data, frame))
+        warnings += unknown_keys(file, data)
 
     cameras = []
     shape = None
@@ -454,7 +486,7 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
         model = (_camera_model(frame["camera_model"], f"{where}.camera_model") if "camera_model" in frame
                  else str(data.get("camera_model", "PINHOLE")).upper())
         declared = (get("w"), get("h"))
-        image_path = None
+        image_path = mask = None
         if need_images:
             image_path, tried = find_file(file.parent, file_path)
             if image_path is None:
@@ -467,6 +499,7 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
                 if said != (w, h):
                     raise capture_invalid(f"{where}: image {image_path.name} is {w}x{h} but w, h say "
                                           f"{said[0]}x{said[1]}", "fix w and h or re-export the image")
+            mask = _find_mask(frame, where, file.parent, image_path, (w, h)) if "mask_path" in frame else None
             if shape is None:
                 shape = (h, w)
             elif (h, w) != shape:
@@ -499,8 +532,64 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
             raise capture_invalid(f"{where}: distortion coefficients {dict(zip(DISTORTION_KEYS, coeffs))} are not finite",
                                   "write k1, k2, k3, k4, p1, p2 as finite numbers")
         fisheye = model in FISHEYE_MODELS
-        cameras.append(replace(camera, distortion=coeffs, fisheye=fisheye) if fisheye or any(coeffs) else camera)
-    return Cameras(cameras, source, bounds)
+        cameras.append(replace(camera, distortion=coeffs, fisheye=fisheye, mask=mask))
+    return Cameras(cameras, source, bounds, warnings)
+
+
+def unknown_keys(file: Path, data: dict) -> list[str]:
+    """What a transforms file says that the engine does not use: one line per key, file level then frame level
+    ("transforms.json: depth_file_path of 12 frame(s) is ignored (depth maps are not used), first frames[0]")."""
+    def why(key):
+        return IGNORED_KEYS.get(key, "not a key the engine knows")
+
+    lines = [f"{file.name}: {key} is ignored ({why(key)})" for key in data
+             if key not in FILE_KEYS | HARMLESS_KEYS]
+    first: dict[str, int] = {}
+    count: dict[str, int] = {}
+    for i, frame in enumerate(data.get("frames") or []):
+        for key in frame:
+            if key not in FRAME_KEYS | HARMLESS_KEYS:
+                first.setdefault(key, i)
+                count[key] = count.get(key, 0) + 1
+    lines += [f"{file.name}: {key} of {count[key]} frame(s) is ignored ({why(key)}), first frames[{first[key]}]"
+              for key in first]
+    return lines
+
+
+def _find_mask(frame: dict, where: str, folder: Path, image: Path, size: tuple[int, int]) -> Path:
+    """A frame's mask_path file, checked: it exists and is its image's size (w, h)."""
+    value = frame["mask_path"]
+    if not isinstance(value, str) or not value:
+        raise capture_invalid(f"{where}.mask_path is not a path (got {str(value)[:80]})",
+                              "mask_path is the path of the frame's mask image, relative to transforms.json")
+    path, tried = find_file(folder, value)
+    if path is None:
+        raise capture_invalid(f"{where}.mask_path: mask {value!r} not found (looked in {folder}"
+                              f"{'; ' + tried if tried else ''})",
+                              "copy the mask into the capture folder, or remove mask_path to use the whole image")
+    h, w = _image_size(path, f"{where}.mask_path")
+    if (w, h) != size:
+        raise capture_invalid(f"{where}.mask_path: mask {path.name} is {w}x{h}, its image {image.name} is "
+                              f"{size[0]}x{size[1]}", "a mask has its image's size (255: the object, 0: ignored)")
+    return path
+
+
+def _load_mask(path: Path, where: str) -> np.ndarray:
+    """(H,W) float32 coverage in [0,1] of a single-channel mask (255: the object, 0: ignored)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("1", "L", "P", "I", "I;16", "I;16B", "I;16L"):
+                raise capture_invalid(f"{where}.mask_path: mask {path.name} is {im.mode}, not a single-channel image",
+                                      "write masks as greyscale PNGs (255: the object, 0: ignored)")
+            if im.mode.startswith("I"):
+                im = im.point(lambda v: v / 256).convert("L")
+            return np.asarray(im.convert("L"), dtype=np.float32) / 255.0
+    except (OSError, ValueError) as e:
+        raise capture_invalid(f"{where}.mask_path: cannot read mask {path} ({e})",
+                              "re-export the mask as a greyscale PNG") from None
 
 
 def _check_intrinsics(cam: FrameCamera) -> None:
@@ -538,7 +627,12 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
 
     cameras = read_cameras(path, need_images=True, open_image=open_image)
     source = cameras.source
-    warnings: list[str] = []
+    warnings: list[str] = list(cameras.warnings)
+    masked = [i for i, c in enumerate(cameras.frames) if c.mask is not None]
+    for i in masked:  # the mask is the frame's coverage, with the image's own alpha where it has one
+        images[i][..., 3] *= _load_mask(cameras.frames[i].mask, cameras.frames[i].where)
+    if masked:
+        log.info("mask_path of %d frame(s) used as their coverage (alpha)", len(masked))
     distorted = [c for c in cameras.frames if c.distorted]
     if distorted:
         models = sorted({c.camera_model for c in distorted})

@@ -2,6 +2,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from capture_support import render_capture
@@ -92,3 +93,97 @@ def test_names_that_differ_only_in_case_are_not_guessed_between(capture, tmp_pat
         shutil.copy(folder / "images" / "R_5.png", folder / "images" / "r_5.PNG")
     with pytest.raises(EngineError, match="frames\\[5\\]: image 'images/r_5.png' not found"):
         load_capture(copy_with(capture, tmp_path, ambiguous))
+
+
+# Masks (nerfstudio's mask_path: 255 the object, 0 ignored).
+
+def as_masked(data, folder):
+    """Every RGBA image split into an opaque RGB image and its alpha as frames[i].mask_path."""
+    from PIL import Image
+
+    (folder / "masks").mkdir()
+    for i, f in enumerate(data["frames"]):
+        with Image.open(folder / f["file_path"]) as im:
+            rgba = np.asarray(im.convert("RGBA"))
+        Image.fromarray(rgba[..., :3]).save(folder / f["file_path"])
+        Image.fromarray(rgba[..., 3]).save(folder / "masks" / f"m_{i}.png")
+        f["mask_path"] = f"masks/m_{i}.png"
+
+
+@pytest.mark.parametrize("max_image_size", [16, 8])
+def test_masks_are_the_frames_coverage(capture, tmp_path, max_image_size):
+    folder = copy_with(capture, tmp_path, as_masked)
+    masked, rgba = load_capture(folder, max_image_size), load_capture(capture, max_image_size)
+    assert masked.alpha is not None and masked.size == (max_image_size,) * 2
+    # The same as the RGBA capture, downsampled alike: alpha = mask / 255.
+    assert torch.equal(masked.alpha, rgba.alpha) and torch.equal(masked.images, rgba.images)
+    assert 0 < float(masked.alpha.mean()) < 1
+    assert not any("mask" in w for w in masked.warnings)  # used, not ignored
+
+
+def test_a_mask_multiplies_the_images_own_alpha(capture, tmp_path):
+    from PIL import Image
+
+    def half(data, folder):
+        (folder / "masks").mkdir()
+        mask = np.zeros((16, 16), np.uint8)
+        mask[:, :8] = 255
+        Image.fromarray(mask).save(folder / "masks" / "left.png")
+        data["frames"][0]["mask_path"] = "masks/left.png"
+    cap, plain = load_capture(copy_with(capture, tmp_path, half)), load_capture(capture)
+    assert torch.equal(cap.alpha[0, :, :8], plain.alpha[0, :, :8]) and not cap.alpha[0, :, 8:].any()
+    assert plain.alpha[0, :, 8:].any() and torch.equal(cap.alpha[1:], plain.alpha[1:])
+
+
+def missing_mask(data, folder):
+    as_masked(data, folder)
+    (folder / "masks" / "m_3.png").unlink()
+
+
+def small_mask(data, folder):
+    from PIL import Image
+
+    as_masked(data, folder)
+    Image.new("L", (8, 16)).save(folder / "masks" / "m_1.png")
+
+
+def colour_mask(data, folder):
+    as_masked(data, folder)
+    solid_png(folder / "masks" / "m_2.png", (255, 255, 255))
+
+
+BROKEN_MASKS = [
+    (missing_mask, "frames[3].mask_path: mask 'masks/m_3.png' not found"),
+    (small_mask, "frames[1].mask_path: mask m_1.png is 8x16, its image r_1.png is 16x16"),
+    (colour_mask, "frames[2].mask_path: mask m_2.png is RGB, not a single-channel image"),
+    (lambda d, f: d["frames"][0].update(mask_path=3), "frames[0].mask_path is not a path"),
+]
+
+
+@pytest.mark.parametrize("breaker, message", BROKEN_MASKS, ids=[m[:30] for _, m in BROKEN_MASKS])
+def test_broken_masks_name_the_frame_and_key(capture, tmp_path, breaker, message):
+    with pytest.raises(EngineError) as e:
+        load_capture(copy_with(capture, tmp_path, breaker))
+    assert e.value.kind == "capture_invalid" and e.value.hint
+    assert "transforms.json: " + message in e.value.message, e.value.message
+
+
+# Keys the engine does not use are reported, not dropped without a word.
+
+def test_keys_that_are_not_used_are_reported_as_ignored(capture, tmp_path):
+    def exporter(data, folder):
+        data.update(ply_file_path="sparse.ply", applied_transform=np.eye(4)[:3].tolist(), aabb_scale=16,
+                    fix_premult=True)
+        for i, f in enumerate(data["frames"]):
+            f.update(depth_file_path=f"depth/{i}.png", colmap_im_id=i + 1, sharpness=30.0)
+        data["frames"][4]["time"] = 0.5
+    folder = copy_with(capture, tmp_path, exporter)
+    expected = [
+        "transforms.json: ply_file_path is ignored (the point cloud is not used)",
+        "transforms.json: fix_premult is ignored (not a key the engine knows)",
+        "transforms.json: depth_file_path of 6 frame(s) is ignored (depth maps are not used), first frames[0]",
+        "transforms.json: time of 1 frame(s) is ignored (not a key the engine knows), first frames[4]"]
+    assert load_capture(folder).warnings == expected
+    assert read_cameras(folder).warnings == expected  # also for `render --cameras`
+    assert not load_capture(capture).warnings  # what Text3D and nerfstudio write is all used
+
