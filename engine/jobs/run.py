@@ -140,7 +140,7 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
                 raise EngineError(
                     "diverged", f"the loss became non-finite at step {step} "
                     f"({ {k: v.item() for k, v in result.losses.items()} })",
-                    "lower options.lr or try another seed; "
+                    f"{method.divergence_hint(step)}, or try another seed; "
                     + (f"the last good checkpoint (step {kept['step']}) is kept" if kept else "no checkpoint was written yet"))
 
         def checkpoint(step: int) -> None:

@@ -202,6 +202,12 @@ class Method:
     def learning_rate(self, step: int) -> float:
         raise NotImplementedError
 
+    def divergence_hint(self, step: int) -> str:
+        """What to lower when the loss became non-finite at `step`: the settings that drive this method's updates in
+        that phase, with their job.json keys and values (the run loop adds "or try another seed" and the checkpoint
+        kept). Default: the learning rate; a method names its own options (DreamFusion: guidance_scale, lr)."""
+        return f"lower the learning rate (it was {self.learning_rate(step):.3g} at step {step})"
+
     def weights(self, step: int) -> dict[str, float]:
         """Loss name -> weight at this step; exactly the names step() returns."""
         raise NotImplementedError

@@ -33,6 +33,11 @@ def make_scene(spec: JobSpec, representation: dict | None = None) -> Scene:
 
 
 class DreamFields(Method):
+    def divergence_hint(self, step: int) -> str:
+        o = self.spec.options
+        default = "" if o.lr is not None else f", the default for the {o.field.backbone} backbone"
+        return f"lower options.lr (now {self.peak_lr:g}{default})"
+
     def __init__(self, spec: JobSpec, device: torch.device) -> None:
         o = spec.options
         self.spec, self.device = spec, device

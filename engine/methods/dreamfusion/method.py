@@ -47,6 +47,11 @@ def model_dtype(precision: str, device: torch.device) -> torch.dtype:
 
 
 class DreamFusion(Method):
+    def divergence_hint(self, step: int) -> str:
+        # SDS's gradient grows with the guidance scale: at 100 (the paper's) it, as much as the lr, can blow up.
+        o = self.spec.options
+        return f"lower options.guidance_scale (now {o.guidance_scale:g}) or options.lr (now {o.lr:g})"
+
     def __init__(self, spec: JobSpec, device: torch.device) -> None:
         o = spec.options
         self.spec, self.device = spec, device

@@ -102,6 +102,12 @@ def view_of(c2w: torch.Tensor, fov_deg: float) -> Views:
 
 
 class LatentEdit(Reconstruct):
+    def divergence_hint(self, step: int) -> str:
+        o, phase = self.spec.options, self.phase(step).name
+        if phase == "edit":  # SDS, as in DreamFusion: the guidance scale as much as the lr
+            return f"lower options.guidance_scale (now {o.guidance_scale:g}) or options.edit_lr (now {o.edit_lr:g})"
+        return f"lower options.tune_lr (now {o.tune_lr:g})" if phase == "tune" else super().divergence_hint(step)
+
     def __init__(self, spec: JobSpec, device: torch.device) -> None:
         o = spec.options
         self.field_options = field_options(spec)

@@ -57,6 +57,10 @@ def make_scene(spec: JobSpec, representation: dict | None = None) -> Scene:
 
 
 class NerfArt(Reconstruct):
+    def divergence_hint(self, step: int) -> str:
+        o = self.spec.options
+        return f"lower options.style_lr (now {o.style_lr:g})" if self.styling(step) else super().divergence_hint(step)
+
     def __init__(self, spec: JobSpec, device: torch.device) -> None:
         o = spec.options
         self.field_options = field_options(spec)

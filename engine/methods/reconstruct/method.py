@@ -95,6 +95,9 @@ def psnr(mse: float) -> float:
 
 
 class Reconstruct(Method):
+    def divergence_hint(self, step: int) -> str:
+        return f"lower options.lr (now {self.spec.options.lr:g})"
+
     def __init__(self, spec: JobSpec, device: torch.device) -> None:
         o = spec.options
         self.spec, self.device = spec, device
