@@ -3,7 +3,9 @@
 No bpy and no torch: plain pytest covers it. The engine is started without a shell,
 in its own process group, with Blender's Python variables removed from its
 environment; a reader thread turns stdout lines into events on a queue and `poll()`
-drains it on the caller's thread, so the caller never blocks on the engine.
+drains it on the caller's thread, so the caller never blocks on the engine. A job folder that
+is deleted, moved or made unreadable while the engine runs stops the engine and fails the run
+(job_dir_lost), since nothing it makes could arrive any more.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from . import paths
 from .engine_rules import errors as engine_errors
 
 FINAL_STATUSES = ("succeeded", "cancelled", "failed")
@@ -163,6 +166,7 @@ class EngineRun:
         self._eof = False
         self._exited_at: float | None = None
         self._finished_status: str | None = None
+        self._lost: dict | None = None  # the job_dir_lost error, once the folder went while the engine ran
 
     @property
     def done(self) -> bool:
@@ -178,10 +182,23 @@ class EngineRun:
             self._fail("engine_not_found", f"engine Python not found: {self.engine_python or '(not set)'}",
                        HINT_ENGINE_PATH)
             return
+        if self.engine_root and not Path(self.engine_root).is_dir():
+            self._fail("engine_not_found", f"the engine folder {self.engine_root} does not exist", HINT_ENGINE_PATH)
+            return
+        problem = paths.job_dir_problem(self.job_dir)  # a waiting job's folder can go before its turn
+        if problem:
+            self._fail("job_dir_lost", f"the job folder {self.job_dir} {problem}", paths.HINT_JOB_DIR_LOST)
+            return
         stderr_path = self.job_dir / "stderr.txt"
         try:
             # The engine writes log.txt itself; stderr.txt catches what dies before that.
-            with open(stderr_path, "wb") as stderr:
+            stderr = open(stderr_path, "wb")
+        except OSError as exc:
+            error = paths.jobs_dir_error(exc, self.job_dir.parent, stderr_path)
+            self._fail(error.kind, error.message, error.hint)
+            return
+        try:
+            with stderr:
                 self._proc = subprocess.Popen(
                     engine_command(self.engine_python, "run", self.job_dir),
                     cwd=self.job_dir,  # never a checkout: `-m engine` would pick up its engine/
@@ -190,8 +207,8 @@ class EngineRun:
                     text=True, encoding="utf-8", errors="replace", bufsize=1,
                     **session_kwargs())
         except OSError as exc:
-            self._fail("engine_not_found", f"cannot start the engine Python {self.engine_python}: {exc}",
-                       HINT_ENGINE_PATH)
+            self._fail("engine_not_found", f"cannot start the engine Python {self.engine_python}: "
+                       f"{paths.os_reason(exc)}", HINT_ENGINE_PATH)
             return
         _LIVE.add(self)
         threading.Thread(target=self._read, name=f"text3d-events-{self._proc.pid}", daemon=True).start()
@@ -219,6 +236,7 @@ class EngineRun:
             self._apply(item)
             events.append(item)
         if self._proc is not None and not self.done:
+            self._watch_job_dir()
             self._escalate()
             if self._proc.poll() is not None:
                 # A grandchild that inherited stdout can hold it open after the engine exits.
@@ -257,6 +275,22 @@ class EngineRun:
         self.terminate_grace_s = min(self.terminate_grace_s, terminate_grace_s)
         self.cancel()
         self.wait(timeout=self.cancel_grace_s + self.terminate_grace_s + 5.0)
+
+    def _watch_job_dir(self) -> None:
+        """Stop the engine once its folder has gone: terminate now, kill after terminate_grace_s."""
+        if self._lost is not None or self._proc.poll() is not None:
+            return
+        problem = paths.job_dir_problem(self.job_dir)
+        if problem is None:
+            return
+        self._lost = self._lost_error(problem)
+        # It cannot see a cancel file there any more: skip that grace, straight to terminate.
+        self.cancel_requested_at = time.monotonic() - self.cancel_grace_s
+        self._escalate()
+
+    def _lost_error(self, problem: str) -> dict:
+        return {"kind": "job_dir_lost", "message": f"the job folder {self.job_dir} {problem} while the job ran",
+                "hint": paths.HINT_JOB_DIR_LOST}
 
     def _escalate(self) -> None:
         if self.cancel_requested_at is None or self._proc.poll() is not None:
@@ -307,6 +341,12 @@ class EngineRun:
         s = self.state
         s.returncode = returncode
         _LIVE.discard(self)
+        problem = None if self._lost else paths.job_dir_problem(self.job_dir)
+        if problem:  # it went after the engine's last poll; the engine may have died of it
+            self._lost = self._lost_error(problem)
+        if self._lost is not None:  # whatever the engine said last, its results went with the folder
+            s.status, s.error = "failed", dict(self._lost)
+            return
         if self._finished_status is not None:
             s.status = self._finished_status
         elif self.cancel_requested_at is not None or returncode == EXIT_CANCELLED:
