@@ -1,0 +1,442 @@
+"""`python -m engine batch`: many job folders, one event stream, one summary, retries and cancel.
+
+The driver is the same for every backend. A backend starts attempts (one `python -m engine run JOB_DIR`
+each, engine/batch/process.py) and says when each ended; the driver follows every job's events.jsonl,
+re-emits its new lines on stdout tagged with the job, decides what an ended attempt means (succeeded,
+failed for the job's own reasons, cancelled, or lost with its worker) and retries what was lost.
+Standard library only: the `local` backend never imports Ray.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from ..errors import EXIT_CODES, EngineError
+
+BATCH_EXIT_CODES = {
+    "succeeded": 0,  # every job succeeded
+    "internal": 1,  # the batch itself failed (a bug)
+    "invalid_job": 2,  # a JOB_DIR is not a folder, or is given twice; nothing was started
+    "cancelled": 8,  # the batch was cancelled (SIGINT / SIGTERM); jobs that had ended keep their status
+    "usage": 9,  # a command line the engine cannot act on (as for every command)
+    "jobs_failed": 10,  # every job ended, some failed or were cancelled through their own cancel file
+    "backend_unavailable": 11,  # Ray is not installed, the cluster is unreachable or has too few GPUs
+}
+"""Exit codes of `python -m engine batch`, documented in its --help."""
+LOST = "worker_lost"
+"""The summary's kind for a job whose engine or worker died without a `finished` event and was not retried."""
+POLL_S = 0.1
+"""How often the driver reads the jobs' events.jsonl and looks at its attempts."""
+_KIND_OF_CODE = {code: kind for kind, code in EXIT_CODES.items()}
+
+
+class BackendUnavailable(EngineError):
+    """The backend cannot run jobs: Ray missing, the cluster unreachable or without the GPUs a job needs.
+
+    An EngineError of the batch's own kind "backend_unavailable" (exit code 10), printed like the others.
+    """
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        Exception.__init__(self, message)
+        self.kind, self.message, self.hint = "backend_unavailable", message, hint
+
+    @property
+    def exit_code(self) -> int:
+        return BATCH_EXIT_CODES["backend_unavailable"]
+
+
+class Output:
+    """The batch's stdout: JSON lines, one writer at a time (the follower thread and the driver share it)."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+        self.lock = threading.Lock()
+
+    def emit(self, event: str, **fields) -> None:
+        self.write(json.dumps({"event": event, "time": round(time.time(), 3), **fields}))
+
+    def write(self, line: str) -> None:
+        with self.lock:
+            try:
+                self.out.write(line + "\n")
+                self.out.flush()
+            except (BrokenPipeError, ValueError):
+                pass  # the reader went away; the jobs go on and their events.jsonl keep the record
+
+
+@dataclass
+class Job:
+    """One job folder's state in the batch."""
+
+    path: Path
+    """Absolute job folder; also the `job_dir` tag of its events."""
+    offset: int = 0
+    """Bytes of events.jsonl already read (the file is append-only; earlier runs' lines are skipped)."""
+    partial: bytes = b""
+    """A line the engine has not finished writing yet."""
+    attempts: int = 0
+    finished: dict | None = None
+    """The current attempt's `finished` event, once read."""
+    error: dict | None = None
+    """The current attempt's last `error` event."""
+    checkpoint_step: int | None = None
+    """Step of the latest checkpoint written during this batch (a retry resumes from it)."""
+    last_step: int | None = None
+    summary: dict | None = None
+    """Set when the job has ended for good: the summary's entry."""
+    handle: object = None
+    """The backend's handle of the running attempt."""
+    history: list = field(default_factory=list)
+
+
+class Follower:
+    """Reads the new lines of each job's events.jsonl and writes them on stdout with "job_dir" added.
+
+    poll() is called by a thread every POLL_S and by the driver before it judges an ended attempt, so
+    every line an attempt wrote is out before the driver's own event about it.
+    """
+
+    def __init__(self, jobs: list[Job], output: Output) -> None:
+        self.jobs, self.output = jobs, output
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="events", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join()
+        for job in self.jobs:
+            self.poll(job)
+
+    def _loop(self) -> None:
+        while not self.stopped.wait(POLL_S):
+            for job in self.jobs:
+                if job.handle is not None:
+                    self.poll(job)
+
+    def poll(self, job: Job) -> None:
+        with self.lock:
+            try:
+                with open(job.path / "events.jsonl", "rb") as f:
+                    f.seek(job.offset)
+                    data = f.read()
+            except FileNotFoundError:
+                return
+            job.offset += len(data)
+            lines = (job.partial + data).split(b"\n")
+            job.partial = lines.pop()
+            for raw in lines:
+                try:
+                    event = json.loads(raw)
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    continue  # not an event (a torn line after a crash); events.jsonl keeps it
+                if not isinstance(event, dict):
+                    continue
+                self._note(job, event)
+                self.output.write(json.dumps({**event, "job_dir": str(job.path)}))
+
+    @staticmethod
+    def _note(job: Job, event: dict) -> None:
+        kind = event.get("event")
+        if kind == "finished":
+            job.finished = event
+        elif kind == "error":
+            job.error = event
+        elif kind == "artifact" and event.get("kind") == "checkpoint":
+            job.checkpoint_step = event.get("step")
+        if isinstance(event.get("step"), int):
+            job.last_step = event["step"]
+
+
+@dataclass(eq=False)  # a handle: compared by identity
+class Ended:
+    """How an attempt ended, as its backend saw it."""
+
+    returncode: int | None
+    """The engine's exit code; negative: killed by that signal; None: the worker died (or it never started)."""
+    skipped: bool = False
+    """The job's cancel file was there when its turn came: the engine was not started."""
+    reason: str = ""
+    """Why there is no exit code (the worker died: Ray's error), for the `job_lost` event."""
+
+
+def judge(job: Job, ended: Ended) -> tuple[str, str | None, str]:
+    """(status, error kind, message) of an ended attempt: status "succeeded", "failed", "cancelled", or "lost"
+    (the engine or its worker died without a `finished` event: worth a retry)."""
+    if ended.skipped:
+        return "cancelled", None, "cancelled before it started (its cancel file was there)"
+    error = job.error or {}
+    if job.finished is not None:
+        status = job.finished.get("status", "failed")
+        if status == "failed":
+            return "failed", error.get("kind", "internal"), error.get("message", "")
+        return status, None, ""
+    code = ended.returncode
+    if code is not None and code >= 0:
+        # No `finished` line (yet, on a slow shared file system): the exit code says the same.
+        kind = _KIND_OF_CODE.get(code, "internal")
+        if kind in ("succeeded", "cancelled"):
+            return kind, None, ""
+        return "failed", kind, error.get("message") or (
+            f"the engine exited with code {code} without a finished event; see {job.path / 'log.txt'}")
+    if code is not None:
+        return "lost", LOST, f"the engine was killed by signal {-code} ({_signal_name(-code)})"
+    return "lost", LOST, ended.reason or "the worker running the engine died"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return "unknown"
+
+
+class LocalBackend:
+    """Runs the jobs here, one at a time, each under its guard."""
+
+    name = "local"
+    slots = 1
+
+    def describe(self) -> dict:
+        return {}
+
+    def start(self, job: Job, resume: bool):
+        from .process import start_engine
+
+        if (job.path / "cancel").exists():
+            return Ended(None, skipped=True)
+        return start_engine(job.path, resume)
+
+    def ended(self, handles: list, timeout: float) -> list[tuple[object, Ended]]:
+        done = [(h, h) for h in handles if isinstance(h, Ended)]
+        procs = [h for h in handles if not isinstance(h, Ended)]
+        deadline = time.monotonic() + timeout
+        while True:
+            for proc in procs:
+                if proc.poll() is not None:
+                    proc.stdin.close()
+                    done.append((proc, Ended(proc.returncode)))
+            if done or time.monotonic() >= deadline:
+                return done
+            time.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+
+    def force_stop(self, handles: list) -> None:
+        for proc in handles:
+            if not isinstance(proc, Ended) and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # the guard's group: the guard and its engine
+
+    def close(self) -> None:
+        pass
+
+
+def make_backend(name: str, address: str | None, gpus_per_job: float):
+    """The backend by name; Ray is imported only for "ray" (raises EngineError kind backend_unavailable)."""
+    if name == "local":
+        return LocalBackend()
+    from .ray_backend import RayBackend
+
+    return RayBackend(address, gpus_per_job)
+
+
+class Batch:
+    """The driver: starts attempts while the backend has slots, follows events, retries lost jobs, cancels."""
+
+    def __init__(self, job_dirs: list[Path], backend, max_retries: int, output: Output) -> None:
+        self.jobs = [Job(Path(os.path.abspath(d))) for d in job_dirs]
+        self.backend, self.max_retries, self.output = backend, max_retries, output
+        self.follower = Follower(self.jobs, output)
+        self.cancel_requests = 0
+        self.cancelled = self.forced = False
+
+    def request_cancel(self, signum=None, frame=None) -> None:
+        """The SIGINT / SIGTERM handler: only counts; the driver's loop acts within POLL_S."""
+        self.cancel_requests += 1
+
+    def run(self) -> int:
+        started = time.monotonic()
+        for job in self.jobs:
+            events = job.path / "events.jsonl"
+            job.offset = events.stat().st_size if events.is_file() else 0
+        self.output.emit("batch_started", backend=self.backend.name, jobs=[str(j.path) for j in self.jobs],
+                         max_retries=self.max_retries, pid=os.getpid(), **self.backend.describe())
+        self.follower.start()
+        queue = list(self.jobs)  # (job, resume) to start, in order
+        resume: dict[Path, bool] = {}
+        try:
+            while queue or any(j.handle is not None for j in self.jobs):
+                self._act_on_cancel(queue)
+                while queue and not self.cancelled and self._running() < self.backend.slots:
+                    self._start(queue.pop(0), resume)
+                running = [j.handle for j in self.jobs if j.handle is not None]
+                if not running:
+                    continue
+                for handle, ended in self.backend.ended(running, POLL_S * 3):
+                    job = next(j for j in self.jobs if j.handle is not None and j.handle == handle)
+                    self._attempt_ended(job, ended, queue, resume)
+        finally:
+            self.follower.stop()
+            self.backend.close()
+        return self._summary(time.monotonic() - started)
+
+    def _running(self) -> int:
+        return sum(j.handle is not None for j in self.jobs)
+
+    def _start(self, job: Job, resume: dict) -> None:
+        job.attempts += 1
+        job.finished = job.error = None
+        again = resume.get(job.path, False)
+        self.output.emit("job_submitted", job_dir=str(job.path), attempt=job.attempts, resume=again,
+                         from_step=job.checkpoint_step if again else 0)
+        job.handle = self.backend.start(job, again)
+
+    def _attempt_ended(self, job: Job, ended: Ended, queue: list, resume: dict) -> None:
+        self.follower.poll(job)  # every line the attempt wrote goes out before what we say about it
+        job.handle = None
+        status, kind, message = judge(job, ended)
+        if status == "lost":
+            checkpoint = job.path / "checkpoints" / "latest.json"
+            again = job.checkpoint_step is not None and checkpoint.is_file()
+            retry = not self.cancelled and job.attempts <= self.max_retries
+            self.output.emit("job_lost", job_dir=str(job.path), attempt=job.attempts, reason=message, retry=retry,
+                             resume_from_step=job.checkpoint_step if retry and again else None)
+            if retry:
+                resume[job.path] = again
+                queue.insert(0, job)  # before the jobs that have not started: it was running
+                return
+            status = "cancelled" if self.cancelled else "failed"
+        job.summary = {"job_dir": str(job.path), "status": status, "kind": kind, "message": message,
+                       "attempts": job.attempts, "step": job.last_step}
+        self.output.emit("job_ended", **job.summary)
+
+    def _act_on_cancel(self, queue: list) -> None:
+        if self.cancel_requests and not self.cancelled:
+            # Cancel file first: each running engine stops within a step and keeps its checkpoint; a queued
+            # attempt (Ray) finds the file when its turn comes and does not start.
+            self.cancelled = True
+            self.output.emit("batch_cancelling", how="cancel_file")
+            for job in self.jobs:
+                if job.summary is None:
+                    try:
+                        (job.path / "cancel").write_text("cancel\n", encoding="utf-8")
+                    except OSError:
+                        pass  # a folder that is gone: its attempt fails on its own
+            for job in queue:  # never started: nothing to wait for
+                job.summary = {"job_dir": str(job.path), "status": "cancelled", "kind": None,
+                               "message": "the batch was cancelled before it started", "attempts": job.attempts,
+                               "step": job.last_step}
+                self.output.emit("job_ended", **job.summary)
+            queue.clear()
+        if self.cancel_requests > 1 and not self.forced:
+            # A second Ctrl-C: stop now, without waiting for the steps in flight (checkpoints may be older).
+            self.forced = True
+            self.output.emit("batch_cancelling", how="kill")
+            self.backend.force_stop([j.handle for j in self.jobs if j.handle is not None])
+
+    def _summary(self, elapsed: float) -> int:
+        entries = [j.summary for j in self.jobs]
+        counts = {s: sum(e["status"] == s for e in entries) for s in ("succeeded", "failed", "cancelled")}
+        if self.cancelled:
+            code = BATCH_EXIT_CODES["cancelled"]
+        elif counts["succeeded"] == len(entries):
+            code = BATCH_EXIT_CODES["succeeded"]
+        else:
+            code = BATCH_EXIT_CODES["jobs_failed"]
+        status = {0: "succeeded", 8: "cancelled"}.get(code, "failed")
+        self.output.emit("batch_finished", status=status, exit_code=code, counts=counts, jobs=entries,
+                         elapsed_s=round(elapsed, 3))
+        return code
+
+
+def batch_command(job_dirs: list[Path], backend: str = "local", address: str | None = None,
+                  gpus_per_job: float = 1, max_retries: int = 3) -> int:
+    """The `batch` subcommand: returns its exit code (BATCH_EXIT_CODES).
+
+    Raises EngineError (kind invalid_job, exit code 2) for a JOB_DIR that is not a folder, before anything
+    starts, and BackendUnavailable (exit code 10) when Ray or the cluster is missing.
+    """
+    from ..jobs.events import claim_stdout
+
+    for d in job_dirs:
+        if not Path(d).is_dir():
+            raise EngineError("invalid_job", f"{d} is not a job folder", "give folders that hold a job.json")
+    if len({os.path.abspath(d) for d in job_dirs}) < len(job_dirs):
+        raise EngineError("invalid_job", "a job folder is given twice", "give each job folder once")
+    out = Output(claim_stdout())  # before Ray is imported: it prints
+    batch = Batch(job_dirs, make_backend(backend, address, gpus_per_job), max_retries, out)
+    # After the backend started: ray.init installs a SIGTERM handler of its own in the driver.
+    previous = {sig: signal.signal(sig, batch.request_cancel) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        return batch.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+BATCH_NOTES = """Each JOB_DIR runs the unchanged `python -m engine run JOB_DIR` (with --resume when a lost attempt
+is retried from its checkpoint). stdout is one JSON-lines stream:
+  every line of each job's events.jsonl, as it is written, with "job_dir": the job folder (absolute);
+  the batch's own events (with "job_dir" where about one job):
+    batch_started   backend, jobs, max_retries, pid (ray: address, local_cluster, start_s, resources)
+    job_submitted   job_dir, attempt (1, 2, ...), resume, from_step
+    job_lost        job_dir, attempt, reason, retry, resume_from_step: the engine or its worker died
+                    without a `finished` event (killed, node lost); retried up to --max-retries times
+    job_ended       job_dir, status (succeeded | failed | cancelled), kind (the error kind of a failed job,
+                    "worker_lost" when retries ran out), message, attempts, step
+    batch_cancelling how ("cancel_file", then "kill" on a second signal)
+    batch_finished  status, exit_code, counts {succeeded, failed, cancelled}, jobs (the job_ended
+                    entries, in JOB_DIR order), elapsed_s
+A job that fails for its own reasons (invalid_job, model_missing, diverged, ...) is not retried.
+SIGINT or SIGTERM cancels the batch: each job's cancel file is written, running jobs stop within a step
+and keep their checkpoint, jobs not yet started do not start; a second signal kills the engines. The
+cancel files stay (delete one and `python -m engine run --resume JOB_DIR` continues that job).
+
+Ray: every node must see the job folders at the same path (a shared job root on NFS or SMB) and run the
+engine environment with this checkout at the same path. Paths in job.json are relative to the job folder.
+
+exit codes:
+""" + "\n".join(f"  {code:>2}  {name}" for name, code in BATCH_EXIT_CODES.items())
+
+
+def _at_least_zero(kind: type):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not value >= 0:
+            raise argparse.ArgumentTypeError(f"must be >= 0 (got {text})")
+        return value
+    return parse
+
+
+def add_batch(sub) -> None:
+    """Add the `batch` subcommand to the engine's subparsers (engine/cli.py)."""
+    p = sub.add_parser("batch", help="run many job folders: here in turn, or on a Ray cluster",
+                       description="Run many job folders, here one after another or one Ray task each.",
+                       epilog=BATCH_NOTES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("job_dirs", nargs="+", type=Path, metavar="JOB_DIR")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local: here, in turn, no Ray needed (default); ray: one task per job folder")
+    p.add_argument("--address", help="the Ray cluster's head, HOST:PORT (`ray start --head` prints it); "
+                                     "default: start a cluster of this machine for the batch")
+    p.add_argument("--gpus-per-job", type=_at_least_zero(float), default=1.0,
+                   help="GPUs Ray gives each job (default 1; 0 runs on CPUs); ray only")
+    p.add_argument("--max-retries", type=_at_least_zero(int), default=3,
+                   help="retries of a job whose engine or worker died (default 3)")
+
+    def handler(args) -> int:
+        if args.backend != "ray" and args.address is not None:
+            p.error("--address needs --backend ray")
+        return batch_command(args.job_dirs, args.backend, args.address, args.gpus_per_job, args.max_retries)
+
+    p.set_defaults(handler=handler)
