@@ -26,7 +26,7 @@ import logging
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -402,20 +402,70 @@ def _focal(size: int, angle: float) -> float:
     return 0.5 * size / t if t else math.inf
 
 
-def _number(value, where: str, key: str) -> float:
+def _number(value, label: str, key: str) -> float:
+    """A finite number (JSON numbers, or strings of them; not true/false). label: "FILE: frames[i].KEY" or "FILE: KEY"."""
     try:
-        return float(value)
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
     except (TypeError, ValueError):
-        raise capture_invalid(f"{where}: {key} is not a number (got {str(value)[:80]})",
-                              f"write {key} as a number") from None
+        raise capture_invalid(f"{label} is not a number (got {str(value)[:80]})", f"write {key} as a number") from None
+    if not math.isfinite(number):
+        raise capture_invalid(f"{label} = {number} is not a finite number", f"write {key} as a finite number")
+    return number
 
 
-def _pixels(value, where: str, key: str) -> int:
+def _pixels(value, label: str) -> int:
+    """A positive whole number of pixels (w, h)."""
     try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError):
-        raise capture_invalid(f"{where}: {key} is not a number of pixels (got {str(value)[:80]})",
-                              "w and h are the image's width and height in pixels") from None
+        if isinstance(value, bool):
+            raise TypeError
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not (math.isfinite(number) and number >= 1 and number == int(number)):
+        raise capture_invalid(f"{label} = {str(value)[:80]} is not a number of pixels (a positive integer)",
+                              "w and h are the image's width and height in pixels")
+    return int(number)
+
+
+# Lens coefficients, in OpenCV's normalised image coordinates, stay far below this: a strong wide-angle lens has
+# k1 ~ -0.4, a fisheye k1..k4 ~ 0.1, decentring p1, p2 ~ 1e-3. 10 leaves room for unusual lenses while refusing
+# coefficients written in pixels or under the wrong key (at the edge of a 90 degree view, r = 1, k1 = 10 would
+# move a pixel 10 times its distance from the centre).
+MAX_DISTORTION = 10.0
+
+
+def _intrinsic(key: str, value, label: str):
+    """One of INTRINSIC_KEYS' values, checked for its meaning, not only its type, the same per file and per frame.
+
+    camera_model -> str in CAMERA_MODELS; is_fisheye -> bool; w, h -> int >= 1; fl_x, fl_y -> float > 0;
+    camera_angle_x, _y -> float in (0, pi); cx, cy -> float >= 0 (the far side needs the image's size);
+    DISTORTION_KEYS -> float with |k| < MAX_DISTORTION. Raises capture_invalid naming label (file, frame, key).
+    """
+    if key == "camera_model":
+        return _camera_model(value, label)
+    if key == "is_fisheye":
+        if not isinstance(value, bool):
+            raise capture_invalid(f"{label} is not true or false (got {str(value)[:80]})", "write is_fisheye as true or false")
+        return value
+    if key in ("w", "h"):
+        return _pixels(value, label)
+    number = _number(value, label, key)
+    if key in ("fl_x", "fl_y") and not number > 0:
+        raise capture_invalid(f"{label} = {number:g} is not a focal length (pixels, > 0)",
+                              "fl_x, fl_y are the focal lengths in pixels of the w x h image")
+    if key in ("camera_angle_x", "camera_angle_y") and not 0 < number < math.pi:
+        raise capture_invalid(f"{label} = {number:g} is not an angle of view (radians, between 0 and pi)",
+                              f"{key} is the angle of view in radians (0.698 for 40 degrees)")
+    if key in ("cx", "cy") and number < 0:
+        raise capture_invalid(f"{label} = {number:g} is outside the image",
+                              "cx, cy are the principal point in pixels from the image's top left")
+    if key in DISTORTION_KEYS and not abs(number) < MAX_DISTORTION:
+        raise capture_invalid(f"{label} = {number:g} is not a coefficient of a real lens (|{key}| < {MAX_DISTORTION:g} "
+                              "in OpenCV's normalised coordinates)",
+                              "write the coefficients COLMAP or nerfstudio give (OpenCV's model), or 0 for none")
+    return number
 
 
 def _image_size(path: Path, where: str) -> tuple[int, int]:
@@ -435,9 +485,13 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
     """Read and check every frame's camera of a capture or transforms file: the one reader of transforms.json.
 
     Raises EngineError("capture_invalid") naming the file, the frame and the key: missing or
-    unreadable file, no frames, a camera_model (file or frame) not in CAMERA_MODELS, a distortion
-    coefficient that is not a finite number, a transform_matrix that is not a rigid camera-to-world
-    matrix (3x4 is completed), missing or impossible intrinsics, bad text3d_bounds.
+    unreadable file, no frames, a transform_matrix that is not a rigid camera-to-world matrix (3x4
+    is completed), no intrinsics, any intrinsic (INTRINSIC_KEYS, per file or per frame, checked
+    alike by _intrinsic) that means nothing (camera_model not in CAMERA_MODELS, focal lengths <= 0,
+    angles outside (0, pi), the principal point outside the image, w, h not positive integers or
+    not the image's size, a lens coefficient that is not finite or |k| >= MAX_DISTORTION, is_fisheye
+    against camera_model), aabb_scale <= 0, bad text3d_bounds, a bad mask_path. Keys it does not use
+    are listed in Cameras.warnings (unknown_keys).
 
     need_images: every frame needs file_path and an existing image, all of one size; the images
     give width and height (the file's w, h must agree). open_image(path, where) -> (H, W) reads
@@ -460,8 +514,15 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
         frames = data.get("frames")
         if not isinstance(frames, list) or not frames:
             raise capture_invalid(f"{file}: no frames", "a capture needs a non-empty 'frames' list")
-        if "camera_model" in data:
-            _camera_model(data["camera_model"], f"{file}: camera_model")
+        for key in INTRINSIC_KEYS:  # checked even where every frame overrides it
+            if data.get(key) is not None:
+                _intrinsic(key, data[key], f"{file.name}: {key}")
+        if data.get("aabb_scale") is not None:
+            aabb = _number(data["aabb_scale"], f"{file.name}: aabb_scale", "aabb_scale")
+            if not aabb > 0:
+                raise capture_invalid(f"{file.name}: aabb_scale = {aabb:g} is not a positive number",
+                                      "aabb_scale is instant-ngp's scene box (a power of 2, e.g. 16); the engine "
+                                      "does not use it: fix or remove it")
         for i, frame in enumerate(frames):
             where = f"{file.name}: frames[{i}]"
             if not isinstance(frame, dict):
@@ -472,20 +533,39 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
     cameras = []
     shape = None
     for file, is_test, i, where, data, frame in records:
-        def get(key, default=None):  # per-frame values override the file's
-            return frame.get(key, data.get(key, default))
+        def value(key):
+            """(value, label): the frame's value of key, else its file's (null counts as absent); label says where
+            it is written ("transforms.json: frames[3].fl_x" or "transforms.json: fl_x"), for messages."""
+            for scope, label in ((frame, f"{where}.{key}"), (data, f"{file.name}: {key}")):
+                if scope.get(key) is not None:
+                    return scope[key], label
+            return None, None
+
+        values, labels = {}, {}  # every intrinsic given, checked as its key means (per frame or per file alike)
+        for key in INTRINSIC_KEYS:
+            raw, label = value(key)
+            if raw is not None:
+                values[key], labels[key] = _intrinsic(key, raw, label), label
 
         file_path = frame.get("file_path")
-        if not isinstance(file_path, str) or not file_path:
+        if file_path is not None and not isinstance(file_path, str):
+            raise capture_invalid(f"{where}.file_path is not a path (got {str(file_path)[:80]})",
+                                  "file_path is the image's path relative to the transforms file")
+        if not file_path:
             if need_images:
                 raise capture_invalid(f"{where} has no file_path", "each frame needs the path of its image")
             file_path = None
         if "transform_matrix" not in frame:
             raise capture_invalid(f"{where} has no transform_matrix", "each frame needs a camera-to-world matrix")
         m = _matrix(frame["transform_matrix"], where)
-        model = (_camera_model(frame["camera_model"], f"{where}.camera_model") if "camera_model" in frame
-                 else str(data.get("camera_model", "PINHOLE")).upper())
-        declared = (get("w"), get("h"))
+        model = values.get("camera_model", "PINHOLE")
+        if "is_fisheye" in values:  # instant-ngp's colmap2nerf writes it instead of camera_model
+            if "camera_model" not in values:
+                model = "OPENCV_FISHEYE" if values["is_fisheye"] else model
+            elif values["is_fisheye"] != (model in FISHEYE_MODELS):
+                raise capture_invalid(f"{labels['is_fisheye']} is {str(values['is_fisheye']).lower()} but "
+                                      f"{labels['camera_model']} is {model}", "remove one of them or make them agree")
+        declared = (values.get("w"), values.get("h"))
         image_path = mask = None
         if need_images:
             image_path, tried = find_file(file.parent, file_path)
@@ -494,11 +574,9 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
                                       f"{'; ' + tried if tried else ''})",
                                       "copy the image into the capture folder or fix file_path")
             h, w = (open_image or _image_size)(image_path, where)
-            if declared[0] is not None and declared[1] is not None:
-                said = (_pixels(declared[0], where, "w"), _pixels(declared[1], where, "h"))
-                if said != (w, h):
-                    raise capture_invalid(f"{where}: image {image_path.name} is {w}x{h} but w, h say "
-                                          f"{said[0]}x{said[1]}", "fix w and h or re-export the image")
+            if None not in declared and declared != (w, h):
+                raise capture_invalid(f"{where}: image {image_path.name} is {w}x{h} but w, h say "
+                                      f"{declared[0]}x{declared[1]}", "fix w and h or re-export the image")
             mask = _find_mask(frame, where, file.parent, image_path, (w, h)) if "mask_path" in frame else None
             if shape is None:
                 shape = (h, w)
@@ -506,33 +584,25 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
                 raise capture_invalid(f"{where}: image {image_path.name} is {w}x{h}, the first frame's is "
                                       f"{shape[1]}x{shape[0]}", "all images of a capture must have the same size")
         else:
-            w, h = (None if v is None else _pixels(v, where, k) for v, k in zip(declared, "wh"))
-            if (w is not None and w < 1) or (h is not None and h < 1):
-                raise capture_invalid(f"{where}: w, h say {declared[0]}x{declared[1]}",
-                                      "w and h are the image's width and height in pixels, > 0")
+            w, h = declared
+        for key, size in (("cx", w), ("cy", h)):  # >= 0 is checked with the value; the far side needs the size
+            if key in values and size is not None and values[key] > size:
+                of = "" if labels[key].startswith(where) else f" of frames[{i}]"  # a file-level value: which image
+                raise capture_invalid(f"{labels[key]} = {values[key]:g} is outside the {w}x{h} image{of}",
+                                      "cx, cy are the principal point in pixels from the image's top left")
         fl_x = fl_y = angle_x = angle_y = None
-        if get("fl_x") is not None:
-            fl_x = _number(get("fl_x"), where, "fl_x")
-            fl_y = _number(get("fl_y"), where, "fl_y") if get("fl_y") is not None else fl_x
-        elif get("camera_angle_x") is not None:
-            angle_x = _number(get("camera_angle_x"), where, "camera_angle_x")
-            if get("camera_angle_y") is not None:
-                angle_y = _number(get("camera_angle_y"), where, "camera_angle_y")
+        if "fl_x" in values:
+            fl_x = values["fl_x"]
+            fl_y = values.get("fl_y", fl_x)
+        elif "camera_angle_x" in values:
+            angle_x, angle_y = values["camera_angle_x"], values.get("camera_angle_y")
         else:
             raise capture_invalid(f"{where} has no intrinsics", "give camera_angle_x, or fl_x, fl_y, cx, cy, w, h")
-        cx = _number(get("cx"), where, "cx") if get("cx") is not None else None
-        cy = _number(get("cy"), where, "cy") if get("cy") is not None else None
         # Named by file_path as written, Windows separators read as such (the same with or without images).
         name = PurePosixPath(file_path.replace("\\", "/")).stem if file_path else f"frame_{i:03d}"
-        camera = FrameCamera(m, name, where, is_test, file_path,
-                             image_path, w, h, fl_x, fl_y, angle_x, angle_y, cx, cy)
-        _check_intrinsics(camera)
-        coeffs = tuple(_number(get(k, 0.0) or 0.0, where, k) for k in DISTORTION_KEYS)
-        if not all(math.isfinite(k) for k in coeffs):
-            raise capture_invalid(f"{where}: distortion coefficients {dict(zip(DISTORTION_KEYS, coeffs))} are not finite",
-                                  "write k1, k2, k3, k4, p1, p2 as finite numbers")
-        fisheye = model in FISHEYE_MODELS
-        cameras.append(replace(camera, distortion=coeffs, fisheye=fisheye, mask=mask))
+        coeffs = tuple(values.get(k, 0.0) for k in DISTORTION_KEYS)
+        cameras.append(FrameCamera(m, name, where, is_test, file_path, image_path, w, h, fl_x, fl_y, angle_x, angle_y,
+                                   values.get("cx"), values.get("cy"), coeffs, model in FISHEYE_MODELS, mask))
     return Cameras(cameras, source, bounds, warnings)
 
 
@@ -590,27 +660,6 @@ def _load_mask(path: Path, where: str) -> np.ndarray:
     except (OSError, ValueError) as e:
         raise capture_invalid(f"{where}.mask_path: cannot read mask {path} ({e})",
                               "re-export the mask as a greyscale PNG") from None
-
-
-def _check_intrinsics(cam: FrameCamera) -> None:
-    """Focal lengths > 0 and the principal point inside the image, as far as the size is known."""
-    hint = "focal lengths must be > 0 and the principal point inside the image"
-    w, h, where = cam.width, cam.height, cam.where
-    if w is not None and h is not None:
-        fx, fy, cx, cy = cam.intrinsics()
-        if not all(math.isfinite(v) and v > 0 for v in (fx, fy)) or not (0 <= cx <= w and 0 <= cy <= h):
-            raise capture_invalid(f"{where}: intrinsics fx={fx:g}, fy={fy:g}, cx={cx:g}, cy={cy:g} do not fit a "
-                                  f"{w}x{h} image", hint)
-        return
-    # Without a size: what the size cannot change.
-    for key, angle in (("camera_angle_x", cam.angle_x), ("camera_angle_y", cam.angle_y)):
-        if angle is not None and not 0 < angle < math.pi:
-            raise capture_invalid(f"{where}: {key}={angle:g} is not an angle of view (0 to pi radians)", hint)
-    if cam.fl_x is not None and not all(math.isfinite(v) and v > 0 for v in (cam.fl_x, cam.fl_y)):
-        raise capture_invalid(f"{where}: intrinsics fx={cam.fl_x:g}, fy={cam.fl_y:g} are not focal lengths > 0", hint)
-    for key, c, size in (("cx", cam.cx, w), ("cy", cam.cy, h)):
-        if c is not None and not (0 <= c <= (size if size is not None else math.inf)):
-            raise capture_invalid(f"{where}: intrinsics {key}={c:g} is outside the image", hint)
 
 
 def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int = 0) -> Capture:

@@ -133,10 +133,10 @@ BROKEN = [
     (edit("w", 32), "frames[0]: image r_0.png is 16x16 but w, h say 32x16"),
     (corrupt_image, "frames[0]: cannot read image"),
     (remove_intrinsics, "frames[0] has no intrinsics"),
-    (edit("fl_x", -5.0), "intrinsics fx=-5"),
+    (edit("fl_x", -5.0), "transforms.json: fl_x = -5 is not a focal length"),
     (edit("camera_model", "EQUIRECTANGULAR"), "transforms.json: camera_model EQUIRECTANGULAR is not supported"),
     (edit("camera_model", "EQUIRECTANGULAR", frame=2), "frames[2].camera_model EQUIRECTANGULAR is not supported"),
-    (edit("k1", "strong", frame=1), "frames[1]: k1 is not a number"),
+    (edit("k1", "strong", frame=1), "frames[1].k1 is not a number"),
     (edit("text3d_bounds", [[0, 0, 0], [-1, 1, 1]]), "text3d_bounds must be"),
     (parallel_cameras, "do not meet near one point"),
 ]
@@ -160,6 +160,75 @@ def test_broken_captures_name_what_is_wrong(capture, tmp_path, breaker, message)
     assert e.value.kind == "capture_invalid"
     assert message in e.value.message, e.value.message
     assert e.value.hint
+
+
+def angles_only(data, folder, **angles):
+    for key in ("fl_x", "fl_y"):
+        del data[key]
+    data.update({"camera_angle_x": 0.7, **angles})
+
+
+MIRRORED = [[-1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]]
+
+# Every value checked for what it means, per file and per frame alike: (change, key the message names, message).
+MEANINGLESS = [
+    (edit("fl_x", 0.0), "fl_x", "transforms.json: fl_x = 0 is not a focal length (pixels, > 0)"),
+    (edit("fl_y", -3.0, frame=2), "fl_y", "transforms.json: frames[2].fl_y = -3 is not a focal length"),
+    (edit("fl_x", float("nan"), frame=1), "fl_x", "transforms.json: frames[1].fl_x = nan is not a finite number"),
+    (edit("fl_x", True), "fl_x", "transforms.json: fl_x is not a number (got True)"),
+    (lambda d, f: angles_only(d, f, camera_angle_x=0.0), "camera_angle_x", "camera_angle_x = 0 is not an angle of view"),
+    # 7 rad is 2 pi + 0.7: its tangent looks like a fine angle's.
+    (lambda d, f: (angles_only(d, f), d["frames"][1].update(camera_angle_x=7.0)), "camera_angle_x",
+     "transforms.json: frames[1].camera_angle_x = 7 is not an angle of view (radians, between 0 and pi)"),
+    (lambda d, f: angles_only(d, f, camera_angle_y=-0.5), "camera_angle_y", "camera_angle_y = -0.5 is not an angle"),
+    (edit("cx", 40.0), "cx", "transforms.json: cx = 40 is outside the 16x16 image of frames[0]"),
+    (edit("cy", -2.0, frame=3), "cy", "transforms.json: frames[3].cy = -2 is outside the image"),
+    (edit("w", 16.5), "w", "transforms.json: w = 16.5 is not a number of pixels (a positive integer)"),
+    (edit("h", 0, frame=1), "h", "transforms.json: frames[1].h = 0 is not a number of pixels"),
+    (edit("w", 32, frame=5), "w, h", "transforms.json: frames[5]: image r_5.png is 16x16 but w, h say 32x16"),
+    (edit("k1", 25.0), "k1", "transforms.json: k1 = 25 is not a coefficient of a real lens (|k1| < 10"),
+    (edit("p2", float("inf"), frame=4), "p2", "transforms.json: frames[4].p2 = inf is not a finite number"),
+    (edit("camera_model", "EQUIRECTANGULAR", frame=2), "camera_model",
+     "transforms.json: frames[2].camera_model EQUIRECTANGULAR is not supported"),
+    (edit("is_fisheye", "yes"), "is_fisheye",
+     "transforms.json: is_fisheye is not true or false"),
+    (edit("is_fisheye", True, frame=1), "is_fisheye",
+     "transforms.json: frames[1].is_fisheye is true but transforms.json: camera_model is PINHOLE"),
+    (edit("aabb_scale", 0), "aabb_scale", "transforms.json: aabb_scale = 0 is not a positive number"),
+    (edit("transform_matrix", MIRRORED, frame=5), "transform_matrix",
+     "transforms.json: frames[5].transform_matrix: the rotation part is not a rotation"),
+    (edit("transform_matrix", [[1, 0.1, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 1]], frame=1), "transform_matrix",
+     "transforms.json: frames[1].transform_matrix: the rotation part is not a rotation"),
+    (edit("transform_matrix", [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 4], [0, 0, 0, 2]], frame=0), "transform_matrix",
+     "transforms.json: frames[0].transform_matrix: last row is [0.0, 0.0, 0.0, 2.0], not [0, 0, 0, 1]"),
+]
+
+
+@pytest.mark.parametrize("breaker, key, message", MEANINGLESS, ids=[m[17:50] for _, _, m in MEANINGLESS])
+def test_values_that_mean_nothing_name_their_key(capture, tmp_path, breaker, key, message):
+    folder = broken_copy(capture, tmp_path, breaker)
+    with pytest.raises(EngineError) as e:
+        load_capture(folder)
+    assert e.value.kind == "capture_invalid" and e.value.hint
+    assert message in e.value.message and key in e.value.message, e.value.message
+
+
+def test_a_per_frame_camera_model_is_read_as_the_files(capture, tmp_path):
+    lens = {"k1": 0.05, "k2": -0.01, "k3": 0.002, "k4": 0.0}
+    per_file = broken_copy(capture, tmp_path / "file", lambda d, f: d.update(camera_model="OPENCV_FISHEYE", **lens))
+
+    def per_frame(data, folder):
+        del data["camera_model"]
+        for f in data["frames"]:
+            f.update(camera_model="OPENCV_FISHEYE", **lens)
+        data["frames"][2]["camera_model"] = "OPENCV"  # a frame's own model overrides the file's
+    cap, control = load_capture(broken_copy(capture, tmp_path / "frame", per_frame)), load_capture(per_file)
+    assert control.fisheye.all() and cap.fisheye.tolist() == [True, True, False, True, True, True]
+    assert torch.equal(cap.distortion, control.distortion)
+    # instant-ngp's is_fisheye says the same.
+    ngp = load_capture(broken_copy(capture, tmp_path / "ngp", lambda d, f: (d.pop("camera_model"),
+                                                                            d.update(is_fisheye=True, **lens))))
+    assert ngp.fisheye.all() and torch.equal(ngp.distortion, control.distortion)
 
 
 def test_missing_capture_and_folder_without_transforms(tmp_path):
@@ -239,15 +308,15 @@ CAMERAS_BROKEN = [
     (edit("transform_matrix", [[float("nan")] * 4] * 4, frame=0), "not a finite 4x4"),
     (edit("transform_matrix", None, frame=3, remove=True), "frames[3] has no transform_matrix"),
     (remove_intrinsics, "frames[0] has no intrinsics"),
-    (edit("fl_x", -5.0), "frames[0]: intrinsics fx=-5, fy=21.9"),
-    (edit("cx", 40.0, frame=2), "cx=40, cy=8 do not fit a 16x16 image"),
+    (edit("fl_x", -5.0), "transforms.json: fl_x = -5 is not a focal length"),
+    (edit("cx", 40.0, frame=2), "frames[2].cx = 40 is outside the 16x16 image"),
     (edit("camera_model", "EQUIRECTANGULAR"), "camera_model EQUIRECTANGULAR is not supported"),
     (edit("camera_model", "SPHERE", frame=0), "frames[0].camera_model SPHERE is not supported"),
-    (edit("w", "wide", frame=4), "frames[4]: w is not a number of pixels"),
-    (edit("fl_y", "long", frame=4), "frames[4]: fl_y is not a number"),
-    (lambda d, f: (no_size(d, f), d["frames"][1].update(cx=-1.0)), "frames[1]: intrinsics cx=-1 is outside the image"),
+    (edit("w", "wide", frame=4), "frames[4].w = wide is not a number of pixels"),
+    (edit("fl_y", "long", frame=4), "frames[4].fl_y is not a number"),
+    (lambda d, f: (no_size(d, f), d["frames"][1].update(cx=-1.0)), "frames[1].cx = -1 is outside the image"),
     (lambda d, f: (no_size(d, f), remove_intrinsics(d, f), d.update(camera_angle_x=4.0)),
-     "frames[0]: camera_angle_x=4 is not an angle of view"),
+     "transforms.json: camera_angle_x = 4 is not an angle of view"),
 ]
 
 
