@@ -4,19 +4,23 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..prompts import fit_and_warn
+
 
 class ClipSimilarity:
     """loss = -mean cosine(CLIP(random crop of render), CLIP(prompt)), over n_augments crops per image.
 
-    clip: an engine.models ClipModel (frozen). The prompt's embedding is computed once.
+    clip: an engine.models ClipModel (frozen). The prompt's embedding is computed once; a prompt longer
+    than CLIP's context loses words from its end, with one warning naming them (engine/prompts.py).
     """
 
     def __init__(self, clip, prompt: str, n_augments: int = 8, crop_fraction: float = 80 / 88) -> None:
         self.clip = clip
         self.n_augments = n_augments
         self.crop_fraction = crop_fraction
+        self.prompt = fit_and_warn(prompt, clip.count_tokens, clip.text_limit, "prompt", clip.text_encoder_label).text
         with torch.no_grad():
-            self.text = clip.encode_text([prompt])  # (1,D), unit length
+            self.text = clip.encode_text([self.prompt])  # (1,D), unit length
 
     def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """(B,H,W,3) in [0,1] -> (B*n_augments,3,S,S) random crops, resized and normalised for CLIP."""

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from ..prompts import fit_and_warn, shown
+
 # Each text is embedded in these sentences and the embeddings averaged, as StyleGAN-NADA and NeRF-Art
 # do with (longer) ImageNet template lists: one phrasing's quirks average out.
 TEMPLATES = (
@@ -28,6 +30,14 @@ TEMPLATES = (
 EDIT_EPS = 1e-3
 
 
+def fit_to_templates(clip, text: str, what: str, templates: tuple[str, ...] = TEMPLATES) -> str:
+    """`text` shortened by words from its end until it fits CLIP's context in every template, with one warning
+    naming what was dropped (engine/prompts.py); unchanged when it fits."""
+    return fit_and_warn(text, clip.count_tokens, clip.text_limit, what, clip.text_encoder_label,
+                        forms=[template.format for template in templates],
+                        forms_label="in the longest of NeRF-Art's templates").text
+
+
 def embed_text(clip, texts: list[str], templates: tuple[str, ...] = TEMPLATES) -> torch.Tensor:
     """K texts -> (K,D) unit-length embeddings, each the renormalised mean over the templates; no grad."""
     emb = clip.encode_text([template.format(text) for text in texts for template in templates])
@@ -41,7 +51,8 @@ class StyleGuidance:
     "a photo"). target_text: the style prompt. negative_texts: other styles
     (engine/guidance/negative_styles.py), at least one, none the target itself. tau: the InfoNCE
     temperature. n_patches: random square crops per stylised image for the local loss (the official
-    code takes 12), each patch_fraction of the image's shorter side. The texts are embedded once.
+    code takes 12), each patch_fraction of the image's shorter side. The texts are embedded once; one
+    longer than CLIP's context in a template loses words from its end, with one warning (fit_to_templates).
     """
 
     def __init__(self, clip, source_text: str, target_text: str, negative_texts: Sequence[str], tau: float = 0.07,
@@ -50,6 +61,10 @@ class StyleGuidance:
             raise ValueError("StyleGuidance needs at least one negative text: InfoNCE without negatives is 0")
         self.clip, self.tau = clip, tau
         self.n_patches, self.patch_fraction = n_patches, patch_fraction
+        source_text = fit_to_templates(clip, source_text, "NeRF-Art's source text (options.source_text)")
+        target_text = fit_to_templates(clip, target_text, "style prompt")
+        negative_texts = [fit_to_templates(clip, text, f"negative style {shown(text, 40)!r}")
+                          for text in negative_texts]
         with torch.no_grad():
             source, target = embed_text(clip, [source_text, target_text])
             self.target = target  # (D,)

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ..models.diffusion import DiffusionModels
+from ..prompts import fit_and_warn
 
 # Stable Diffusion 1.x/2.x latents -> RGB, a 4x3 linear map: rgb in [-1, 1] = latents (scaled by
 # 0.18215, as the UNet sees them) @ LATENT_RGB_FACTORS, no bias. The factors are ComfyUI's
@@ -53,18 +54,22 @@ def rgb_to_latent_map(scaling_factor: float = LATENT_RGB_SCALING) -> tuple[torch
     return (2 * inverse).float(), (-inverse.sum(0)).float()
 
 
+VIEW_SUFFIXES = {"front": ", front view", "side": ", side view", "back": ", back view", "overhead": ", overhead view"}
+"""DreamFusion's view suffixes, appended to the prompt."""
+
+
 def view_prompt(prompt: str, azimuth_deg: float, elevation_deg: float, overhead_deg: float = 60.0) -> str:
     """The prompt with DreamFusion's view suffix: overhead above `overhead_deg`, else by azimuth
     (0 = front = camera on -Y, wrapped to (-180, 180]): front within 45 degrees, back beyond 135, side between."""
     if elevation_deg > overhead_deg:
-        return f"{prompt}, overhead view"
+        return prompt + VIEW_SUFFIXES["overhead"]
     azimuth = (azimuth_deg + 180.0) % 360.0 - 180.0
     azimuth = 180.0 if azimuth == -180.0 else azimuth
     if abs(azimuth) <= 45:
-        return f"{prompt}, front view"
+        return prompt + VIEW_SUFFIXES["front"]
     if abs(azimuth) > 135:
-        return f"{prompt}, back view"
-    return f"{prompt}, side view"
+        return prompt + VIEW_SUFFIXES["back"]
+    return prompt + VIEW_SUFFIXES["side"]
 
 
 class ScoreDistillation:
@@ -72,13 +77,23 @@ class ScoreDistillation:
 
     models: frozen DiffusionModels (their dtype is the compute dtype). offload: the models live
     on the CPU and each visits `device` only while it runs (saves GPU memory, costs transfers).
-    Text embeddings are computed once per distinct view prompt and cached.
+    Text embeddings are computed once per distinct view prompt and cached. A prompt too long for the
+    text encoder with its view suffixes loses words from its end, so that every view prompt keeps its
+    suffix (the tokenizer would cut the suffixes and give all views one conditioning); a negative prompt
+    too long is cut likewise. Each logs one warning naming the dropped words (engine/prompts.py).
     """
 
     def __init__(self, models: DiffusionModels, prompt: str, negative_prompt: str = "", guidance_scale: float = 100.0,
                  t_range: tuple[float, float] = (0.02, 0.98), overhead_deg: float = 60.0,
                  device: torch.device | str = "cpu", offload: bool = False) -> None:
-        self.models, self.prompt, self.negative_prompt = models, prompt, negative_prompt
+        self.models = models
+        suffixes = tuple(VIEW_SUFFIXES.values())
+        self.prompt = fit_and_warn(
+            prompt, models.count_tokens, models.text_limit, "prompt", models.text_encoder_label,
+            forms=[lambda p, s=s: p + s for s in suffixes], forms_label="with its view suffix",
+            kept=" and kept the view suffixes (" + ", ".join(repr(s) for s in suffixes) + ")").text
+        self.negative_prompt = fit_and_warn(negative_prompt, models.count_tokens, models.text_limit,
+                                            "negative_prompt", models.text_encoder_label).text
         self.guidance_scale, self.overhead_deg = guidance_scale, overhead_deg
         self.device, self.offload = torch.device(device), offload
         n = models.scheduler.config.num_train_timesteps

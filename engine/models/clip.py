@@ -27,6 +27,23 @@ class ClipModel:
     """(3,) channel means of RGB in [0, 1], on the model's device: normalised = (rgb - mean) / std."""
     std: torch.Tensor
     """(3,) channel standard deviations, on the model's device."""
+    name: str = ""
+    """The model as job.json's `models` names it (for messages)."""
+
+    @property
+    def text_limit(self) -> int:
+        """Tokens the text tower reads besides its start and end tokens (75 of CLIP's 77): the tokenizer cuts
+        a longer text there."""
+        return self.tokenizer.context_length - 2
+
+    @property
+    def text_encoder_label(self) -> str:
+        """Whose text encoder this is, for messages."""
+        return f"the text tower of CLIP model {self.name!r}" if self.name else "CLIP's text tower"
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in this model's tokenizer, start and end tokens excluded, before any truncation."""
+        return len(self.tokenizer.encode(text))
 
     def encode_text(self, texts: list[str]) -> torch.Tensor:
         """B prompts -> (B, D) unit-length embeddings, without grad."""
@@ -81,6 +98,7 @@ def load_clip(name: str, device: str | torch.device, allow_downloads: bool, role
         image_size=size if isinstance(size, int) else size[0],  # CLIP inputs are square
         mean=torch.tensor(preprocess["mean"], dtype=torch.float32, device=device),
         std=torch.tensor(preprocess["std"], dtype=torch.float32, device=device),
+        name=name,
     )
 
 

@@ -31,6 +31,25 @@ class DiffusionModels:
     """Prompts -> ids, padded to tokenizer.model_max_length (77)."""
     scheduler: DDIMScheduler
     """DDIM built from the pipeline's scheduler config (its alphas_cumprod give the noise schedule)."""
+    name: str = ""
+    """The model as job.json's `models` names it (for messages)."""
+
+    @property
+    def text_limit(self) -> int:
+        """Tokens the text encoder reads besides its start and end tokens (75 of 77): the tokenizer cuts a
+        longer text there."""
+        return self.tokenizer.model_max_length - self.tokenizer.num_special_tokens_to_add()
+
+    @property
+    def text_encoder_label(self) -> str:
+        """Whose text encoder this is, for messages."""
+        if not self.name:
+            return "the diffusion model's text encoder"
+        return f"the text encoder of diffusion model {self.name!r}"
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` in this model's tokenizer, start and end tokens excluded, before any truncation."""
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False).input_ids)
 
 
 def load_diffusion(name: str, device: str | torch.device, dtype: torch.dtype, allow_downloads: bool,
@@ -56,7 +75,8 @@ def load_diffusion(name: str, device: str | torch.device, dtype: torch.dtype, al
     scheduler = DDIMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
     for module in (unet, vae, text_encoder):
         module.to(device).eval().requires_grad_(False)
-    return DiffusionModels(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+    return DiffusionModels(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+                           name=name)
 
 
 def _variant(folder: Path, component: str) -> str | None:
