@@ -289,7 +289,7 @@ def _follow(op, task: tasks.Task, wait: bool) -> set:
         SETUP.drive()
     redraw("PREFERENCES")
     if task.status == "failed":
-        op.report({"ERROR"}, f"Text3D: {task.error}")
+        op.report({"ERROR"}, _error_text({"message": task.error, "hint": task.hint}))
         return {"CANCELLED"}
     return {"FINISHED"}
 

@@ -19,7 +19,9 @@ import weakref
 from pathlib import Path
 from typing import Callable
 
-from .runner import FINAL_STATUSES, check_engine, child_env, engine_command, session_kwargs, signal_group
+from . import paths
+from .runner import (FINAL_STATUSES, HINT_ENGINE_PATH, check_engine, child_env, engine_command, session_kwargs,
+                     signal_group)
 
 HINT_TERMINAL = "or run `python3 install/text3d.py engine` in a terminal (see README.md)"
 
@@ -28,12 +30,13 @@ class Task:
     """One background command: start(), then poll() until done; cancel() stops its process group."""
 
     def __init__(self, command: list, *, env: dict | None = None, parse: Callable[[str], object] | None = None,
-                 kill_grace_s: float = 5.0) -> None:
+                 kill_grace_s: float = 5.0, hint_not_found: str = "") -> None:
         self.command = [str(c) for c in command]
         self.env = child_env() if env is None else env
         # Turns stdout into `result` once the command succeeded; a ValueError fails the task.
         self.parse = parse
         self.kill_grace_s = kill_grace_s
+        self.hint_not_found = hint_not_found  # where to set the interpreter when it cannot be run
         self.status = "idle"  # then running, then one of FINAL_STATUSES
         self.lines: collections.deque = collections.deque(maxlen=40)  # stderr, latest last
         self.stdout = ""
@@ -65,14 +68,14 @@ class Task:
         if self.status != "idle":
             return self
         if not Path(self.command[0]).is_file():
-            return self.fail(f"{self.command[0] or '(no interpreter set)'} not found")
+            return self.fail(f"{self.command[0] or '(no interpreter set)'} not found", self.hint_not_found)
         try:
             self._proc = subprocess.Popen(
                 self.command, cwd=tempfile.gettempdir(), env=self.env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, shell=False, text=True,
                 encoding="utf-8", errors="replace", **session_kwargs())
         except OSError as exc:
-            return self.fail(f"cannot start {self.command[0]}: {exc}")
+            return self.fail(f"cannot start {self.command[0]}: {paths.os_reason(exc)}", self.hint_not_found)
         self.status = "running"
         _LIVE.add(self)
         self._readers = [threading.Thread(target=target, daemon=True, name=f"text3d-task-{self._proc.pid}")
@@ -81,9 +84,10 @@ class Task:
             reader.start()
         return self
 
-    def fail(self, error: str) -> "Task":
+    def fail(self, error: str, hint: str = "") -> "Task":
         """End as failed without (or before) a process."""
         self.status, self.error, self.ended_at = "failed", error, time.monotonic()
+        self.hint = hint or self.hint
         return self
 
     def _read_stderr(self) -> None:
@@ -170,12 +174,13 @@ def parse_model_list(stdout: str) -> list[dict]:
 def list_models(engine_python: str, engine_root: str | None = None) -> Task:
     """`python -m engine models list --json`; result: parse_model_list's rows."""
     return Task(engine_command(engine_python, "models", "list", "--json"), env=child_env(engine_root),
-                parse=parse_model_list).start()
+                parse=parse_model_list, hint_not_found=HINT_ENGINE_PATH).start()
 
 
 def download_model(engine_python: str, name: str, engine_root: str | None = None) -> Task:
     """`python -m engine models download NAME`: progress on stderr, the model in the Hugging Face cache."""
-    return Task(engine_command(engine_python, "models", "download", name), env=child_env(engine_root)).start()
+    return Task(engine_command(engine_python, "models", "download", name), env=child_env(engine_root),
+                hint_not_found=HINT_ENGINE_PATH).start()
 
 
 def host_python(executable: str | None = None) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from addon_support import FAKE_ROOT, drive
 
-from blender_text3d import jobspec, paths, runner
+from blender_text3d import jobspec, paths, runner, tasks
 
 try:  # Blender's module, for the tests at the end (importing it makes addon_utils importable)
     import bpy
@@ -164,6 +164,17 @@ def test_engine_python_that_cannot_be_run_says_why(tmp_path):
     run.start()
     assert run.state.status == "failed" and run.pid is None
     assert run.state.error["message"] == f"cannot start the engine Python {python}: permission denied"
+
+
+def test_engine_commands_of_the_preferences_say_where_to_set_the_python(tmp_path):
+    python = tmp_path / "python"
+    task = tasks.list_models(str(python))
+    assert task.status == "failed" and task._proc is None
+    assert (task.error, task.hint) == (f"{python} not found", runner.HINT_ENGINE_PATH)
+    python.write_text("#!/bin/sh\n")
+    python.chmod(0o644)
+    task = tasks.download_model(str(python), "org/model")
+    assert (task.error, task.hint) == (f"cannot start {python}: permission denied", runner.HINT_ENGINE_PATH)
 
 
 def test_missing_engine_folder_fails_before_anything_starts(tmp_path):
@@ -340,6 +351,12 @@ def test_generate_operator_reports_the_jobs_folder_and_the_preference(scene, tmp
         text = str(info.value)
         assert f"engine Python not found: {tmp_path / 'no' / 'python'}" in text
         assert "Set the engine Python in Preferences > Add-ons > Text3D" in text and "Traceback" not in text
+        # The preferences' Refresh, with the same missing engine.
+        prefs.engine_python = str(tmp_path / "no" / "python")
+        with pytest.raises(RuntimeError) as info:
+            bpy.ops.text3d.refresh_models(wait=True)
+        assert str(info.value) == (f"Error: Text3D: {tmp_path / 'no' / 'python'} not found. "
+                                   f"{runner.HINT_ENGINE_PATH}\n")
     finally:
         prefs.property_unset("engine_python")
         prefs.property_unset("jobs_dir")
