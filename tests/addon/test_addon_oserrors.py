@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from addon_support import FAKE_ROOT, drive
+from addon_support import FAKE_ROOT, drive, make_capture
 
 from blender_text3d import jobspec, paths, runner, tasks
 
@@ -195,6 +195,20 @@ def test_job_folder_deleted_before_its_turn(tmp_path):
     assert not job.exists()  # nothing was made again (no stderr.txt)
 
 
+def test_disk_full_before_the_engine_starts_fails_without_a_process(tmp_path, monkeypatch):
+    job = write_job(tmp_path / "job", 2)
+
+    def full_open(path, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(runner, "open", full_open, raising=False)  # the runner's own stderr.txt
+    run = runner.EngineRun(sys.executable, job, engine_root=FAKE_ROOT)
+    run.start()
+    assert run.state.status == "failed" and run.pid is None
+    assert run.state.error == {"kind": "disk_full", "message": f"the disk is full: cannot write {job / 'stderr.txt'} "
+                               f"in the jobs folder {tmp_path}", "hint": paths.HINT_DISK_FULL}
+
+
 def test_job_folder_deleted_while_running_stops_the_engine(tmp_path, fake):
     fake(step_s=0.05)
     # A long cancel grace: the engine must go at once, not after waiting for a cancel file it cannot see.
@@ -262,6 +276,7 @@ def generate(scene, fake):
 
 
 def test_generate_in_an_unwritable_jobs_folder_is_a_failed_handle(generate, tmp_path):
+    from blender_text3d import api
     from blender_text3d.jobs import MANAGER
 
     jobs_before, objects_before = list(MANAGER.jobs), set(bpy.data.objects)
@@ -273,6 +288,12 @@ def test_generate_in_an_unwritable_jobs_folder_is_a_failed_handle(generate, tmp_
     assert "Jobs Folder preference" in handle.error["hint"]
     assert MANAGER.jobs == jobs_before and set(bpy.data.objects) == objects_before
     assert handle.wait(timeout=1.0) == "failed"  # waiting on it ends at once
+    # Restyle makes its job folder the same way.
+    capture = make_capture(tmp_path / "capture")
+    with unwritable(tmp_path / "jobs") as jobs:
+        handle = api.restyle(capture, "a bronze statue", jobs_dir=jobs, engine_python=sys.executable, **SMALL)
+    assert handle.status == "failed" and handle.error["kind"] == "jobs_dir_unwritable"
+    assert str(jobs) in handle.error["message"] and MANAGER.jobs == jobs_before
 
 
 def test_batch_goes_on_past_prompts_whose_folders_cannot_be_made(scene, fake, tmp_path, monkeypatch):
