@@ -86,16 +86,22 @@ class ObjectFrame:
     offset: tuple[float, float, float] = (0.0, 0.0, 0.0)
     scale: float = 1.0
 
-    def c2w_to_object(self, c2w: torch.Tensor) -> torch.Tensor:
-        """(...,4,4) world camera-to-world -> object space (rotation kept, position moved and scaled)."""
-        out = c2w.clone()
-        out[..., :3, 3] = (c2w[..., :3, 3] - torch.tensor(self.offset, dtype=c2w.dtype)) / self.scale
-        return out
+    # Both directions compute in float64: a georeferenced world (metres of a projected CRS, 5e6 from the origin)
+    # has a float32 spacing of 0.5 m there, so only object-space values, small, may be float32.
+
+    def c2w_to_object(self, c2w: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """(...,4,4) world camera-to-world (give float64 for world coordinates far from the origin) -> object
+        space (rotation kept, position moved and scaled), computed in float64 on the CPU, returned as dtype
+        on c2w's device."""
+        world = c2w.detach().to("cpu", torch.float64)
+        out = world.clone()
+        out[..., :3, 3] = (world[..., :3, 3] - torch.tensor(self.offset, dtype=torch.float64)) / self.scale
+        return out.to(c2w.device, dtype)
 
     def c2w_to_world(self, c2w: torch.Tensor) -> torch.Tensor:
-        """(...,4,4) object-space camera-to-world -> world."""
-        out = c2w.clone()
-        out[..., :3, 3] = c2w[..., :3, 3] * self.scale + torch.tensor(self.offset, dtype=c2w.dtype)
+        """(...,4,4) object-space camera-to-world -> world, (...,4,4) float64 on the CPU."""
+        out = c2w.detach().to("cpu", torch.float64).clone()
+        out[..., :3, 3] = out[..., :3, 3] * self.scale + torch.tensor(self.offset, dtype=torch.float64)
         return out
 
     def to_dict(self) -> dict:
@@ -138,6 +144,8 @@ class Capture:
     (None when constructed: zeros)."""
     fisheye: torch.Tensor | None = None
     """(N,) bool: OPENCV_FISHEYE frames (the rest use the radial-tangential model); None when constructed: none."""
+    world: torch.Tensor | None = None
+    """(N,4,4) float64 camera-to-world in the capture's world, exactly as read (None: frame.c2w_to_world(c2w))."""
 
     def __post_init__(self) -> None:
         n = len(self.images)
@@ -236,8 +244,9 @@ class Cameras:
 
     @property
     def c2w(self) -> torch.Tensor:
-        """(N,4,4) float32 camera-to-world in the file's world."""
-        return torch.from_numpy(np.stack([f.c2w for f in self.frames])).float()
+        """(N,4,4) float64 camera-to-world in the file's world, as written (ObjectFrame.c2w_to_object makes
+        float32 object-space matrices of them; world coordinates may be too large for float32)."""
+        return torch.from_numpy(np.stack([f.c2w for f in self.frames]))
 
 
 def capture_invalid(message: str, hint: str) -> EngineError:
@@ -708,7 +717,7 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
     if bool((alpha >= 1).all()):
         alpha = None
 
-    world = cameras.c2w
+    world = cameras.c2w  # float64 until the object frame's offset is subtracted
     intrinsics = torch.tensor(intr, dtype=torch.float32)
     frame = normalise(world, intrinsics, (h, w), cameras.bounds)
     test = torch.tensor([c.test for c in cameras.frames], dtype=torch.bool)
@@ -720,7 +729,7 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
     distortion = torch.tensor([c.distortion for c in cameras.frames], dtype=torch.float32)
     fisheye = torch.tensor([c.fisheye for c in cameras.frames], dtype=torch.bool)
     return Capture(rgb, alpha, frame.c2w_to_object(world), intrinsics, names, test, frame, source, warnings,
-                   distortion=distortion, fisheye=fisheye)
+                   distortion=distortion, fisheye=fisheye, world=world)
 
 
 def _bounds(data: dict, path: Path) -> np.ndarray | None:
@@ -746,7 +755,8 @@ def normalise(c2w: torch.Tensor, intrinsics: torch.Tensor, size: tuple[int, int]
     axis (least squares, as instant-ngp) and the object is assumed to fill the views: its half
     size is the half width of the narrowest view at the median camera distance. Either way the
     scale is capped so that every camera stays MIN_CAMERA_DISTANCE from the centre in object units.
-    c2w: (N,4,4) world; intrinsics (N,4) fx, fy, cx, cy; size (H, W).
+    c2w: (N,4,4) world (float64: the centre of a georeferenced capture needs it); intrinsics (N,4) fx, fy, cx, cy;
+    size (H, W).
     """
     eye = c2w[:, :3, 3].double()
     forward = -c2w[:, :3, 2].double()
@@ -803,11 +813,12 @@ def capture_rays(capture: Capture, index: int, device: torch.device | str = "cpu
 def describe(capture: Capture) -> dict:
     """A JSON summary: frame counts, size, the object frame, cameras in world space (for `capture` and tests)."""
     h, w = capture.size
+    world = capture.world if capture.world is not None else capture.frame.c2w_to_world(capture.c2w)  # float64
     return {"source": str(capture.source), "frames": len(capture.names), "train": int((~capture.test).sum()),
             "test": int(capture.test.sum()), "width": w, "height": h, "has_alpha": capture.alpha is not None,
             "object_frame": capture.frame.to_dict(), "warnings": capture.warnings,
-            "cameras": [{"name": n, "transform_matrix": capture.frame.c2w_to_world(c).tolist(),
+            "cameras": [{"name": n, "transform_matrix": c.tolist(),
                          "fl_x": k[0], "fl_y": k[1], "cx": k[2], "cy": k[3], "camera_model": camera_model(f, d),
                          **dict(zip(DISTORTION_KEYS, d)), "test": bool(t)}
-                        for n, c, k, d, f, t in zip(capture.names, capture.c2w, capture.intrinsics.tolist(),
+                        for n, c, k, d, f, t in zip(capture.names, world, capture.intrinsics.tolist(),
                                                     capture.distortion.tolist(), capture.fisheye.tolist(), capture.test)]}

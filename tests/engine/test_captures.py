@@ -9,7 +9,7 @@ import torch
 from capture_support import BOX_HALF, orbit, render_capture
 from conftest import engine
 
-from engine.captures import MIN_CAMERA_DISTANCE, OBJECT_EXTENT, ObjectFrame, load_capture, read_cameras
+from engine.captures import MIN_CAMERA_DISTANCE, OBJECT_EXTENT, ObjectFrame, describe, load_capture, read_cameras
 from engine.errors import EngineError
 
 WORLD = ObjectFrame((5.0, -3.0, 2.0), 2.5)
@@ -23,7 +23,7 @@ def capture(tmp_path_factory):
 def test_cameras_come_back_in_world_and_the_box_fills_the_cube(capture):
     cap = load_capture(capture)
     written = json.loads((capture / "transforms.json").read_text())
-    world = torch.tensor([f["transform_matrix"] for f in written["frames"]])
+    world = torch.tensor([f["transform_matrix"] for f in written["frames"]], dtype=torch.float64)
     assert torch.allclose(cap.frame.c2w_to_world(cap.c2w), world, atol=1e-5)
     # text3d_bounds: its centre is the cube's, its largest half side OBJECT_EXTENT.
     assert cap.frame.offset == pytest.approx(WORLD.offset)
@@ -48,7 +48,7 @@ def test_nerf_synthetic_layout_with_extensionless_paths_and_a_test_split(tmp_pat
     assert cap.split(True).tolist() == [4, 5]  # the test file's frames come after the train file's
     views = orbit(6)
     order = [1, 2, 4, 5, 0, 3]  # train frames, then test frames
-    assert torch.allclose(cap.frame.c2w_to_world(cap.c2w), views.c2w[order], atol=1e-5)
+    assert torch.allclose(cap.frame.c2w_to_world(cap.c2w), views.c2w[order].double(), atol=1e-5)
 
 
 def test_holdout_every_keeps_frames_back(capture):
@@ -262,7 +262,7 @@ def test_cameras_alone_are_the_captures_cameras(capture):
     cap = load_capture(capture)
     cams = read_cameras(capture)
     written = json.loads((capture / "transforms.json").read_text())
-    assert torch.equal(cams.c2w, torch.tensor([f["transform_matrix"] for f in written["frames"]]))
+    assert torch.equal(cams.c2w, torch.tensor([f["transform_matrix"] for f in written["frames"]], dtype=torch.float64))
     assert [c.name for c in cams.frames] == cap.names and cams.source == cap.source
     assert torch.equal(torch.tensor([c.intrinsics() for c in cams.frames], dtype=torch.float32), cap.intrinsics)
     assert cams.bounds.tolist() == written["text3d_bounds"]
@@ -407,3 +407,37 @@ def test_render_refuses_cameras_as_captures_do(capture, job, tmp_path):
     assert "error (capture_invalid): " in out.stderr
     assert "scaled.json: frames[1].transform_matrix: the rotation part is not a rotation" in out.stderr
     assert not list((tmp_path / "out").glob("*.png"))
+
+
+# Georeferenced captures: world coordinates of a projected CRS (metres), where float32's spacing is 0.5 m.
+
+GEO = ObjectFrame((455123.37, 5420456.81, 251.4), 1.0)
+
+
+@pytest.mark.parametrize("bounds", [True, False], ids=["text3d_bounds", "axes"])
+def test_georeferenced_cameras_keep_their_precision(tmp_path, bounds):
+    folder = render_capture(tmp_path / "geo", n=8, size=16, frame=GEO, bounds=bounds)
+    written = np.array([f["transform_matrix"] for f in json.loads((folder / "transforms.json").read_text())["frames"]])
+    cap = load_capture(folder)
+    offset, scale = np.array(cap.frame.offset), cap.frame.scale
+    assert all(isinstance(v, float) for v in cap.frame.offset)
+    assert np.abs(offset - GEO.offset).max() < 1e-3  # the object's centre, within a millimetre
+    # The training cameras: the exact local ones (float64 world minus the offset) to float32 precision.
+    exact = (written[:, :3, 3] - offset) / scale
+    assert cap.c2w.dtype == torch.float32
+    assert np.linalg.norm(cap.c2w[:, :3, 3].double().numpy() - exact, axis=-1).max() < 1e-5
+    assert np.abs(cap.c2w[:, :3, :3].double().numpy() - written[:, :3, :3]).max() < 1e-6
+    # Reported in world space as read, and sent back to world in float64.
+    assert np.array_equal(np.array([c["transform_matrix"] for c in describe(cap)["cameras"]]), written)
+    back = cap.frame.c2w_to_world(cap.c2w)
+    assert back.dtype == torch.float64 and np.abs(back.numpy() - written).max() < 1e-5  # metres
+
+
+def test_object_frame_round_trip_is_float64():
+    world = torch.eye(4, dtype=torch.float64).repeat(2, 1, 1)
+    world[:, :3, 3] = torch.tensor([[455125.3396, 5420453.3985, 252.1], [455121.0, 5420459.25, 250.0]],
+                                   dtype=torch.float64)
+    local = GEO.c2w_to_object(world)
+    assert local.dtype == torch.float32 and float(local[:, :3, 3].abs().max()) < 5
+    assert GEO.c2w_to_object(world, torch.float64).dtype == torch.float64
+    assert (GEO.c2w_to_world(local) - world).abs().max() < 1e-6
