@@ -5,7 +5,10 @@ for any kind, including ones it does not know.
 """
 from __future__ import annotations
 
-# Exit codes of `python -m engine run`, documented in `python -m engine --help`.
+# Exit codes of `python -m engine` commands, documented in `python -m engine --help`. `usage` (a command line
+# the engine cannot act on: an unknown command or flag, a flag's bad value) has its own code rather than
+# argparse's 2, so that a script can tell a mistyped command from a job.json that is wrong (invalid_job, 2).
+# It is never an event: a run whose command line is wrong never starts.
 EXIT_CODES = {
     "succeeded": 0,
     "internal": 1,
@@ -16,6 +19,7 @@ EXIT_CODES = {
     "capture_invalid": 6,
     "empty_surface": 7,
     "cancelled": 8,
+    "usage": 9,
 }
 
 
@@ -23,16 +27,19 @@ class EngineError(Exception):
     """An error the user can act on.
 
     kind: one of EXIT_CODES' error kinds; message: what is wrong, naming the key or file;
-    hint: what to do about it.
+    hint: what to do about it; details: the numbers behind the hint, for a caller that words it for its
+    own interface (empty_surface: suggested_threshold, density_range (min, max); the command line
+    suggests --threshold where the run suggests job.json's export.threshold). Not part of the event.
     """
 
-    def __init__(self, kind: str, message: str, hint: str = "") -> None:
+    def __init__(self, kind: str, message: str, hint: str = "", details: dict | None = None) -> None:
         if kind not in EXIT_CODES:
             raise ValueError(f"unknown error kind {kind!r}")
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.hint = hint
+        self.details = dict(details or {})
 
     @property
     def exit_code(self) -> int:

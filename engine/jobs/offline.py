@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -44,12 +49,17 @@ def read_cameras(path: Path, cube: ObjectFrame) -> list[dict]:
     """transforms.json (world cameras) -> per frame: c2w (object space), w, h, fx, fy, cx, cy, angle, angle_y, name,
     distortion (k1, k2, k3, k4, p1, p2), fisheye.
 
-    Read and checked by captures.read_cameras (capture_invalid naming the frame and key), without
-    images: only the named file (not a NeRF-synthetic test file beside it). Values are the file's,
-    per frame: w, h (0 where it has none), fx, fy = fl_x, fl_y (None: from angle, angle_y =
-    camera_angle_x, _y), cx, cy (None: the centre); render_command scales them to the render size.
+    path: what `engine capture` takes, a capture folder (its transforms.json, else NeRF-synthetic
+    transforms_train.json) or a transforms JSON file. Read and checked by captures.read_cameras
+    (capture_invalid naming the path, frame and key), without images: only that one file (not a
+    NeRF-synthetic test file beside it). Values are the file's, per frame: w, h (0 where it has none),
+    fx, fy = fl_x, fl_y (None: from angle, angle_y = camera_angle_x, _y), cx, cy (None: the centre);
+    render_command scales them to the render size.
     """
-    read = captures.read_cameras(path, test_file=False)
+    return _camera_dicts(captures.read_cameras(path, test_file=False), cube)
+
+
+def _camera_dicts(read: captures.Cameras, cube: ObjectFrame) -> list[dict]:
     c2w = cube.c2w_to_object(read.c2w)
     return [{"c2w": c2w[i], "w": cam.width or 0, "h": cam.height or 0, "fx": cam.fl_x, "fy": cam.fl_y,
              "cx": cam.cx, "cy": cam.cy, "angle": cam.angle_x, "angle_y": cam.angle_y, "name": cam.name,
@@ -59,15 +69,64 @@ def read_cameras(path: Path, cube: ObjectFrame) -> list[dict]:
 
 def render_command(job_dir: Path, out_dir: Path, cameras: Path | None, turntable_n: int | None,
                    size: int | None, background: str) -> dict:
-    """Render the job's field; writes PNGs and the transforms.json of what was rendered."""
+    """Render the job's field; writes PNGs and the transforms.json of what was rendered into out_dir.
+
+    cameras: a capture folder or transforms JSON file (world cameras), or None for turntable_n views
+    (default 36). size: image width in pixels (None: the cameras' own, else 4x the job's render size).
+    Everything is checked before out_dir is touched: out_dir must not be a file (usage), the job must
+    have a checkpoint (invalid_job), the cameras must read (capture_invalid). The images are rendered
+    into a hidden sibling folder that becomes out_dir (or moves into it) only when all are written,
+    so a failure leaves no partial output behind. Returns {"images": N, "out": out_dir}.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EngineError("usage", f"--out {out_dir} is a file, not a folder", "give a new or existing folder")
+    # The cameras first: a wrong path fails in a moment, before the checkpoint is loaded.
+    read = captures.read_cameras(cameras, test_file=False) if cameras is not None else None
     spec, scene, device, frame = load_scene(job_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if cameras is not None:
-        cams = read_cameras(cameras, frame)
+    if read is not None:
+        cams = _camera_dicts(read, frame)
     else:
         views = turntable(spec.orbit, turntable_n or 36)
         cams = [{"c2w": views.c2w[i], "w": 0, "h": 0, "fx": None, "fy": None, "cx": None, "cy": None,
                  "angle": math.radians(float(views.fov_deg[i])), "name": f"turntable_{i:03d}"} for i in range(len(views.c2w))]
+    with staged_folder(out_dir) as staging:
+        count = _render_cameras(spec, scene, device, frame, cams, size, background, staging)
+    return {"images": count, "out": str(out_dir)}
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A new hidden folder beside `out` to write into. When the block ends normally its files become `out` (or move
+    into an existing `out`, replacing files of the same name); when it raises, the folder is removed, with the
+    parent folders made for it, and `out` is as it was."""
+    made = [p for p in reversed(out.parents) if not p.exists()]  # outermost first
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # mkdir, not tempfile.mkdtemp: the folder gets the user's usual permissions, not 0700.
+    staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
+    staging.mkdir()
+    try:
+        yield staging
+    except BaseException:  # KeyboardInterrupt too: nothing half-written may stay
+        shutil.rmtree(staging, ignore_errors=True)
+        for parent in reversed(made):
+            try:
+                parent.rmdir()
+            except OSError:
+                break  # something else was written there meanwhile: keep it
+        raise
+    if not out.exists():
+        staging.rename(out)
+        return
+    for file in staging.iterdir():
+        os.replace(file, out / file.name)
+    staging.rmdir()
+
+
+def _render_cameras(spec, scene, device, frame: ObjectFrame, cams: list[dict], size: int | None, background: str,
+                    out_dir: Path) -> int:
+    """Render `cams` (as _camera_dicts gives them, object space) into out_dir: a PNG each, then transforms.json of
+    what was rendered (world cameras). Returns the number of images."""
     frames = []
     for cam in cams:
         w = size or cam["w"] or spec.render.size * 4
@@ -101,15 +160,38 @@ def render_command(job_dir: Path, out_dir: Path, cameras: Path | None, turntable
                               **dict(zip(captures.DISTORTION_KEYS, lens["distortion"])))
     transforms = {"camera_model": "PINHOLE", "frames": frames}
     (out_dir / "transforms.json").write_text(json.dumps(transforms, indent=1), encoding="utf-8")
-    return {"images": len(frames), "out": str(out_dir)}
+    return len(frames)
 
 
 def export_command(job_dir: Path, resolution: int | None, threshold, texture_size: int | None) -> dict:
-    """Re-extract result/ from the latest checkpoint, e.g. with another threshold."""
+    """Re-extract result/ from the latest checkpoint, e.g. with another threshold; None keeps the job's setting.
+
+    Raises EngineError: invalid_job (no checkpoint, a value outside job.json's export limits),
+    empty_surface (nothing at the threshold; result/ is left as it was). When `threshold` was given, the
+    empty_surface hint suggests the --threshold to try rather than an edit of job.json.
+    Returns artifact kind -> path relative to job_dir."""
     spec, scene, device, frame = load_scene(job_dir)
     e = spec.export
-    export = ExportConfig(resolution=resolution or e.resolution, threshold=e.threshold if threshold is None else threshold,
+    export = ExportConfig(resolution=e.resolution if resolution is None else resolution,
+                          threshold=e.threshold if threshold is None else threshold,
                           texture_size=e.texture_size if texture_size is None else texture_size, formats=e.formats,
                           max_faces=e.max_faces)
     export.validate("export")
-    return export_result(scene, spec, job_dir, device, export, frame)
+    try:
+        return export_result(scene, spec, job_dir, device, export, frame)
+    except EngineError as err:
+        if err.kind != "empty_surface" or threshold is None:
+            raise
+        raise EngineError("empty_surface", err.message, threshold_flag_hint(err, export), err.details) from None
+
+
+def threshold_flag_hint(err: EngineError, export: ExportConfig) -> str:
+    """An empty_surface hint for the command line: the --threshold to try (from err.details), not job.json."""
+    suggested, density_range = err.details.get("suggested_threshold"), err.details.get("density_range")
+    if suggested is not None:
+        lo, hi = density_range
+        return f"try --threshold {suggested:.4g} (any value between {lo:.4g} and {hi:.4g}; --threshold auto picks it)"
+    if density_range is not None:
+        return err.hint  # the density is the same everywhere: no threshold helps, and the hint says so
+    return (f"try another --resolution (now {export.resolution}) or --threshold, or train longer for a solid "
+            "object")

@@ -233,6 +233,7 @@ def _empty_surface(samples: np.ndarray, lo: float, hi: float, level: float, opaq
         f"no surface at density threshold {level:.4g}: the density in [-1,1]^3 ranges "
         f"from {lo:.4g} to {hi:.4g} (50/90/99th percentiles {p50:.4g}/{p90:.4g}/{p99:.4g})"
     )
+    details = {"density_range": (float(lo), float(hi))}
     if hi <= lo:
         hint = (
             f"the density is {hi:.4g} everywhere, so no threshold helps: train longer, "
@@ -244,4 +245,5 @@ def _empty_surface(samples: np.ndarray, lo: float, hi: float, level: float, opaq
             f'set "export": {{"threshold": {suggested:.4g}}} in job.json (any value between '
             f'{lo:.4g} and {hi:.4g}; "auto" picks {suggested:.4g})'
         )
-    return EngineError("empty_surface", message, hint)
+        details["suggested_threshold"] = float(suggested)
+    return EngineError("empty_surface", message, hint, details)
