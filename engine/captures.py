@@ -6,8 +6,13 @@ A capture is a folder with `transforms.json` in the nerfstudio / instant-ngp lay
 (`transforms_train.json` with `transforms_test.json` beside it, file paths without an
 extension). Camera matrices are camera-to-world, looking down -Z with +Y up (Blender's and
 NeRF's convention). Everything wrong with a capture is a `capture_invalid` error naming the
-file, the frame and the key. read_cameras is the one reader of these files: load_capture adds
-the images to it, `engine render --cameras` uses it without any.
+file, the frame and the key; every value is checked for its meaning, per file and per frame alike.
+Paths are read as exporters write them (find_file: Windows separators, absolute paths of another
+machine, missing suffixes, names in another case). nerfstudio's per-frame `mask_path` (255 the
+object, 0 ignored) is the frame's coverage. Keys the engine does not use are listed in the
+capture's warnings (FILE_KEYS, FRAME_KEYS, HARMLESS_KEYS, IGNORED_KEYS). read_cameras is the one
+reader of these files: load_capture adds the images to it, `engine render --cameras` uses it
+without any.
 
 Lenses: nerfstudio's camera models. PINHOLE, SIMPLE_PINHOLE, OPENCV, SIMPLE_RADIAL and RADIAL
 use OpenCV's radial-tangential distortion (k1, k2, k3, p1, p2), OPENCV_FISHEYE the equidistant
@@ -18,6 +23,8 @@ through its frame's lens, so the photos are used as taken.
 The engine works in the object cube [-1,1]^3; a capture lives anywhere in its world. An
 ObjectFrame (world = object * scale + offset, no rotation) maps one onto the other; results
 (meshes, renders' transforms.json) go back through it, so the mesh lands where the object was.
+World matrices stay float64 until the offset is subtracted (a georeferenced capture's cameras sit
+5e6 m from the origin, where float32's spacing is 0.5 m); object space is float32.
 """
 from __future__ import annotations
 
