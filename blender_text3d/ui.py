@@ -8,7 +8,7 @@ import textwrap
 
 import bpy
 
-from . import api, captures, estimate, jobspec, paths, props
+from . import api, captures, estimate, jobspec, paths, props, tokens
 from .jobs import MANAGER
 from .setup import SETUP
 
@@ -43,9 +43,11 @@ class VIEW3D_PT_text3d(Text3DPanel, bpy.types.Panel):
         s = context.scene.text3d
         layout = self.layout
         layout.prop(s, "prompt", text="")
+        _draw_tokens(layout, s.prompt)
         diffusion = jobspec.uses_diffusion(s.method)
         if diffusion:
             layout.prop(s, "negative_prompt", text="Not")
+            _draw_tokens(layout, s.negative_prompt, count_row=False)
         col = layout.column(align=True)
         col.prop(s, "method", text="")
         if diffusion:
@@ -130,6 +132,7 @@ class VIEW3D_PT_text3d_restyle(Text3DPanel, bpy.types.Panel):
         words = jobspec.prompt_words(s.restyle_method)
         if jobspec.takes_prompt(s.restyle_method):
             layout.prop(s, "style_prompt", text=words.label)
+            _draw_tokens(layout, s.style_prompt)
         options = jobspec.option_names(s.restyle_method)
         if "keep_original" in options:
             layout.prop(s, "keep_original", slider=True)
@@ -146,6 +149,18 @@ class VIEW3D_PT_text3d_restyle(Text3DPanel, bpy.types.Panel):
         row = layout.row()
         row.scale_y = 1.5
         row.operator("text3d.restyle", text=words.button, icon="PLAY")
+
+
+def _draw_tokens(layout, text: str, count_row: bool = True) -> None:
+    """The text's CLIP token count ("≈" when estimated), and a warning row when the text encoders' 77 tokens
+    cannot hold it (the engine then drops words from its end)."""
+    if not text.strip():
+        return
+    count = tokens.count(text, props.engine_python(props.preferences()))
+    if count_row or count.over:
+        layout.label(text=count.label)
+    if count.over:
+        _wrapped(layout, count.warning, icon="ERROR")
 
 
 def _preset_budget(q: jobspec.Quality, custom: bool) -> str:

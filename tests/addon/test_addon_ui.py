@@ -229,7 +229,8 @@ def test_time_budget_and_estimate_in_the_panel(scene, tmp_path, monkeypatch):
             '{"event": "started", "time": 1}\n{"event": "finished", "time": 99, "status": "succeeded", "step": 2000, '
             '"elapsed_s": 98, "build_s": 5, "step_s": 0.04, "end_s": 10}\n')
         def estimate_line() -> str:
-            return " ".join(draw_panel(ui.VIEW3D_PT_text3d, bpy.context).texts[1:])  # after the preset's line
+            # After the prompt's token count and the preset's line.
+            return " ".join(draw_panel(ui.VIEW3D_PT_text3d, bpy.context).texts[2:])
 
         # 5 s start-up, 2000 x 0.04 s, 10 s export: 95 s.
         assert estimate_line() == ("about 2 min for 2000 steps, within the 3 min budget (0.04 s/step, from your last "
