@@ -8,6 +8,7 @@
 and the steps they are made of:
 
     python3 install/text3d.py engine      create or update the engine environment (torch)
+    python3 install/text3d.py engine --with ray   the same, with the optional Ray extra (engine batch on a cluster)
     python3 install/text3d.py blender     create or update the Blender-module environment (bpy, headless)
     python3 install/text3d.py blender42   the same with Blender 4.2 LTS, the oldest supported (add-on tests)
     python3 install/text3d.py extension   build dist/blender_text3d-<version>.zip for Blender 4.2+
@@ -57,6 +58,9 @@ ENVIRONMENTS = {
 # Requirements installed with --no-deps after an environment's own, by environment: packages whose
 # metadata pins versions that conflict with the pins above (the file says which and why).
 NO_DEPS = {"engine": "requirements-engine-nodeps.txt"}
+# Optional extras of an environment, installed on request (`engine --with ray`) after its own requirements.
+# The test command runs the tests of an extra when it is installed (they skip, saying so, when it is not).
+EXTRAS = {"engine": {"ray": "requirements-ray.txt"}}
 # Test suites: the environment each runs in and its folder. "addon-4.2" runs the add-on's
 # suite on Blender 4.2 LTS, the oldest the extension supports: all its tests pass, but the
 # bpy 4.2 module segfaults at interpreter exit after a test loads a .blend file, so it is
@@ -104,6 +108,7 @@ def env_state(name: str) -> dict:
     if state["exists"] and stamp_file.is_file():
         recorded = json.loads(stamp_file.read_text(encoding="utf-8"))
         state["up_to_date"] = recorded.get("stamp") == stamp_of(name, recorded.get("python_version", ""))
+        state["extras"] = sorted(recorded.get("extras", {}))
     return state
 
 
@@ -185,11 +190,36 @@ def ensure_env(name: str) -> Path:
         raise pip_failure(log, name)
     version = subprocess.run([str(python), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
                              capture_output=True, text=True, check=True).stdout.strip()
-    (venv / "text3d-stamp.json").write_text(json.dumps({"stamp": stamp_of(name, version), "python_version": version}))
+    stamp_file = venv / "text3d-stamp.json"
+    extras = json.loads(stamp_file.read_text(encoding="utf-8")).get("extras", {}) if stamp_file.is_file() else {}
+    stamp_file.write_text(json.dumps({"stamp": stamp_of(name, version), "python_version": version,
+                                      "extras": extras}))  # pip keeps an extra's packages: so does the stamp
     if name == "engine":
         link_engine(python)
     say(f"{name} environment ready in {time.monotonic() - t:.0f} s")
     return python
+
+
+def ensure_extras(name: str, extras: list[str]) -> None:
+    """Install environment `name`'s optional extras (EXTRAS) into it, each when its pinned requirements are not
+    installed yet; the stamp file records what each was installed from."""
+    venv = venv_dir(name)
+    python = paths.venv_python(venv)
+    stamp_file = venv / "text3d-stamp.json"
+    for extra in extras:
+        requirements = EXTRAS[name][extra]
+        digest = hashlib.sha256((INSTALL / requirements).read_bytes()).hexdigest()
+        recorded = json.loads(stamp_file.read_text(encoding="utf-8"))
+        if recorded.get("extras", {}).get(extra) == digest:
+            say(f"{name} extra {extra} up to date")
+            continue
+        log = paths.text3d_home() / "logs" / f"install-{name}-{extra}.log"
+        say(f"installing {requirements} into {venv} (log: {log})")
+        if run_logged([str(python), "-m", "pip", "install", "--disable-pip-version-check", "-r",
+                       str(INSTALL / requirements)], log) != 0:
+            raise pip_failure(log, f"{name} {extra}")
+        recorded.setdefault("extras", {})[extra] = digest
+        stamp_file.write_text(json.dumps(recorded))
 
 
 def link_engine(python: Path) -> None:
@@ -330,7 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     test = sub.add_parser("test", help="set up, then run the whole test suite")
     test.add_argument("--only", choices=tuple(SUITES), help="run one suite")
     test.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
-    sub.add_parser("engine", help="create or update the engine environment")
+    engine = sub.add_parser("engine", help="create or update the engine environment")
+    engine.add_argument("--with", dest="extras", action="append", default=[], choices=tuple(EXTRAS["engine"]),
+                        help="also install an optional extra: ray (python -m engine batch --backend ray)")
     sub.add_parser("blender", help="create or update the Blender-module environment")
     sub.add_parser("blender42", help="create or update the Blender 4.2 LTS module environment (add-on tests)")
     sub.add_parser("extension", help="build the extension zip")
@@ -344,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command in ("engine", "blender", "blender42"):
             ensure_env(args.command)
+            ensure_extras(args.command, getattr(args, "extras", []))
             return 0
         if args.command == "extension":
             build_extension()
