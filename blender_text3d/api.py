@@ -4,6 +4,7 @@
     job = t3d.generate("a ceramic teapot", steps=300, seed=1)   # returns at once
     job.wait(); job.status, job.result                          # blocks, drives the job itself
     t3d.batch(["a red chair", "a blue lamp"], quality="draft")  # one after another, on a grid
+    t3d.batch(prompts, backend="ray", address="head-node:6379")  # all at once on a Ray cluster
     folder = t3d.capture_selected(views=24)                     # renders the selected objects
     t3d.restyle(folder, "a bronze statue", wait=True)           # NeRF-Art on that capture
     t3d.restyle(folder, "a man with a beard", "latent_edit", keep_original=2.0, face=True)  # latent editing
@@ -31,9 +32,11 @@ import bpy
 
 from . import estimate as estimates
 from . import jobspec, paths, props, scene_capture
-from .jobs import MANAGER, Job
+from .cluster import ClusterBatch
+from .jobs import MANAGER, Job, read_preview_mesh_tagged
 
 RUN_OPTIONS = ("engine_python", "engine_root", "jobs_dir", "location", "cancel_grace_s")
+BATCH_BACKENDS = ("local", "ray")
 GRID_SPACING = 2.5  # metres between batch results: each object fills the cube [-1, 1]^3
 
 
@@ -152,23 +155,58 @@ def capture_selected(out_dir: str | Path | None = None, views: int = 24, size: i
         raise
 
 
-def batch(prompts: list[str], *, wait: bool = True, columns: int | None = None, **overrides) -> list[JobHandle]:
+def batch(prompts: list[str], *, wait: bool = True, columns: int | None = None, backend: str | None = None,
+          address: str | None = None, gpus_per_job: float | None = None, max_retries: int = 3,
+          **overrides) -> list[JobHandle]:
     """Queue one job per prompt, results laid out on a grid from the 3D cursor (or location=).
 
     One handle per prompt, in order; a prompt with invalid settings, or whose job folder cannot
     be made, gets a failed handle with the reason, and the batch goes on.
+
+    backend: "local" (one job after another on this machine) or "ray" (every job at once on a Ray
+    cluster through `python -m engine batch --backend ray`, each imported as it ends); None = the
+    preference Run Batches On. address: the cluster's (host:port); "" or None = the preference's, and
+    when that is empty too, a local Ray cluster on this machine. gpus_per_job: GPUs each job takes on the
+    cluster (None = the preference's); max_retries: how often a job whose worker died is resumed from its
+    checkpoint. The jobs folder must be one every node sees at the same path (README, "Batches on a
+    cluster"). Raises ValueError for an unknown backend.
     """
+    prefs = props.preferences()
+    backend = (backend or getattr(prefs, "batch_backend", "LOCAL")).lower()
+    if backend not in BATCH_BACKENDS:
+        raise ValueError(f"backend {backend!r} is not one of {', '.join(BATCH_BACKENDS)}")
     columns = columns or max(1, math.ceil(math.sqrt(len(prompts))))
     origin = overrides.pop("location", None) or tuple(bpy.context.scene.cursor.location)
-    handles = []
+    run_options = _run_options(overrides)
+    handles, cluster_jobs = [], []
     for i, prompt in enumerate(prompts):
         row, col = divmod(i, columns)
         location = (origin[0] + col * GRID_SPACING, origin[1] - row * GRID_SPACING, origin[2])
+        options = {**run_options, "location": location}
         try:
-            handles.append(generate(prompt, location=location, **overrides))
+            settings = settings_for(prompt, **overrides)
+            if backend == "local":
+                handles.append(_submit(settings, options, wait=False, timeout=None))
+                continue
+            job = _make_job(settings, options)
         except jobspec.SettingsError as exc:
             handles.append(JobHandle(None, prompt, {"kind": "invalid_settings", "message": str(exc),
                                                     "hint": f"fix the setting {exc.key!r}"}))
+            continue
+        except paths.FolderError as exc:
+            handles.append(JobHandle(None, prompt, exc.as_error()))
+            continue
+        cluster_jobs.append(job)
+        handles.append(JobHandle(job, prompt))
+    if cluster_jobs:
+        first = cluster_jobs[0]
+        cluster = ClusterBatch(first.engine_python, [job.job_dir for job in cluster_jobs],
+                               address=address or getattr(prefs, "ray_address", ""),
+                               gpus_per_job=gpus_per_job if gpus_per_job is not None else
+                               getattr(prefs, "gpus_per_job", 1.0),
+                               max_retries=max_retries, engine_root=first.engine_root,
+                               prepare=read_preview_mesh_tagged)
+        MANAGER.submit_batch(cluster_jobs, cluster)
     if wait:
         for handle in handles:
             handle.wait()

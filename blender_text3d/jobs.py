@@ -14,6 +14,7 @@ import bpy
 import bpy.utils.previews
 
 from . import importer, jobspec
+from .cluster import ClusterBatch, job_key
 from .runner import EngineRun
 
 TICK_S = 0.2  # timer interval: progress feels live, and an idle tick costs well under 1 ms
@@ -83,7 +84,8 @@ def _alive(obj) -> bool:
 
 
 class JobManager:
-    """Holds the jobs; at most one engine runs at a time (it wants the whole GPU)."""
+    """Holds the jobs; at most one engine runs here at a time (it wants the whole GPU). The jobs of a batch
+    on a Ray cluster (submit_batch) run there side by side and are followed alongside."""
 
     def __init__(self) -> None:
         self.jobs: list[Job] = []
@@ -92,7 +94,13 @@ class JobManager:
 
     @property
     def running(self) -> Job | None:
-        return next((j for j in self.jobs if j.status == "running"), None)
+        """The job whose engine runs on this machine."""
+        return next((j for j in self.jobs if j.status == "running" and not on_cluster(j)), None)
+
+    @property
+    def running_jobs(self) -> list[Job]:
+        """Every running job: this machine's and a cluster's."""
+        return [j for j in self.jobs if j.status == "running"]
 
     @property
     def queued(self) -> list[Job]:
@@ -116,13 +124,25 @@ class JobManager:
         ensure_timer()
         return job
 
+    def submit_batch(self, jobs: list[Job], batch: ClusterBatch) -> list[Job]:
+        """Start a cluster batch of these jobs (batch.runs holds one run per job folder); they run at once,
+        beside this machine's queue, and each is imported when it ends."""
+        for job in jobs:
+            job.id = next(self._ids)
+            job.run = batch.runs[job_key(job.job_dir)]
+            job.status = "running"
+            self.jobs.append(job)
+        batch.start()
+        self.tick()
+        ensure_timer()
+        return jobs
+
     def tick(self) -> bool:
-        """Follow the running job, finish it, start the next; True if anything changed."""
+        """Follow the running jobs, finish them, start the next local one; True if anything changed."""
         changed = False
-        job = self.running
-        if job is not None:
+        for job in self.running_jobs:
             events = job.run.poll()
-            changed = bool(events)
+            changed = changed or bool(events)
             if job.run.done:
                 self._finish(job)
                 changed = True
@@ -142,6 +162,8 @@ class JobManager:
 
     def stop_all(self) -> None:
         """Cancel everything and wait for the engine to exit (file load, quit, unregister)."""
+        for batch in {id(j.run.batch): j.run.batch for j in self.running_jobs if on_cluster(j)}.values():
+            batch.stop()  # every cancel file at once, rather than one job's grace after another's
         for job in self.jobs:
             if job.status == "queued":
                 job.status = "cancelled"
@@ -231,6 +253,16 @@ class JobManager:
                          "hint": "The engine said it succeeded but its mesh cannot be read; see the job folder"}
             return
         undo_push(f"Text3D: {job.title}")
+
+
+def on_cluster(job: Job) -> bool:
+    """Whether the job runs in a cluster batch (its run is a cluster.ClusterJobRun)."""
+    return getattr(job.run, "batch", None) is not None
+
+
+def read_preview_mesh_tagged(event: dict) -> None:
+    """ClusterBatch's `prepare` hook: _read_preview_mesh for the job the event is tagged with."""
+    _read_preview_mesh(Path(event["job_dir"]))(event)
 
 
 def _read_preview_mesh(job_dir: Path):

@@ -6,7 +6,7 @@ without importing this module, so only registration imports it.
 No `from __future__ import annotations` here: Blender reads property annotations as objects.
 """
 import bpy
-from bpy.props import EnumProperty, StringProperty
+from bpy.props import EnumProperty, FloatProperty, StringProperty
 
 from . import ui
 
@@ -41,6 +41,14 @@ class Text3DPreferences(bpy.types.AddonPreferences):
                                 ("NEVER", "Never", "Missing models are an error with a hint")])
     jobs_dir: StringProperty(name="Jobs Folder", subtype="DIR_PATH",
                              description="Where job folders go; empty = the extension's user folder")
+    batch_backend: EnumProperty(name="Run Batches On", default="LOCAL", description="Where api.batch runs its jobs",
+                                items=[("LOCAL", "This Machine", "One job after another, here"),
+                                       ("RAY", "Ray Cluster", "All at once on a Ray cluster (the engine's "
+                                        "environment needs Ray; the Jobs Folder must be shared by every node)")])
+    ray_address: StringProperty(name="Cluster Address", description="The Ray cluster's head, host:port (ray start "
+                                "--head prints it); empty = a Ray cluster started on this machine")
+    gpus_per_job: FloatProperty(name="GPUs per Job", default=1.0, min=0.0, soft_max=8.0,
+                                description="GPUs each job takes on the cluster (0 = none: CPU jobs)")
 
     def draw(self, context):
         ui.draw_preferences(self, self.layout)

@@ -203,8 +203,7 @@ class VIEW3D_PT_text3d_jobs(Text3DPanel, bpy.types.Panel):
 
     def draw(self, context):
         layout = self.layout
-        running = MANAGER.running
-        if running is not None:
+        for running in MANAGER.running_jobs:  # this machine's job, and a cluster batch's
             _draw_running(layout.box(), running)
         for job in MANAGER.queued:
             row = layout.row()
@@ -222,7 +221,10 @@ class VIEW3D_PT_text3d_jobs(Text3DPanel, bpy.types.Panel):
 def _draw_running(layout, job) -> None:
     state = job.run.state
     layout.label(text=job.title, icon=STATUS_ICONS["running"])
-    if state.status == "starting":
+    cluster = getattr(job.run, "batch", None) is not None
+    if state.status in ("queued", "starting") and cluster:
+        layout.label(text="Waiting for a worker of the Ray cluster...")
+    elif state.status == "starting":
         layout.label(text="Starting the engine...")
     elif state.info:
         layout.label(text=f"{state.info.get('method', '')} on {state.info.get('device', '?')}")
@@ -235,7 +237,7 @@ def _draw_running(layout, job) -> None:
     col = layout.column(align=True)
     for name, value in sorted(state.losses.items()):
         col.label(text=f"{name}: {value:.4f}")
-    for message in job.messages[-2:]:
+    for message in (job.messages + getattr(job.run, "messages", []))[-2:]:
         _wrapped(layout, message, icon="INFO")
     if job.run.cancel_requested_at is not None:
         layout.label(text="Cancelling...", icon="CANCEL")
@@ -273,6 +275,11 @@ def draw_preferences(prefs, layout) -> None:
         state = "on" if bpy.app.online_access else "off"
         col.label(text=f"Blender's Allow Online Access is {state}", icon="INFO")
     col.prop(prefs, "jobs_dir")
+    col.prop(prefs, "batch_backend")
+    if prefs.batch_backend == "RAY":
+        col.prop(prefs, "ray_address")
+        col.prop(prefs, "gpus_per_job")
+        _wrapped(col, "The Jobs Folder must be shared by every node, at the same path", icon="INFO")
     row = layout.row()
     row.operator("text3d.check_engine", icon="CHECKMARK")
     row.operator("text3d.install_engine", icon="IMPORT")

@@ -10,6 +10,10 @@ object) steers it, so job.json stays exactly what the add-on wrote:
   step_s: seconds per step; ignore_term: also ignore SIGTERM; texture: write uvs + texture;
   error_kind: the kind reported in "error" mode; preview_segments: size of the preview
   meshes (a UV sphere with 2*s*(s/2-1) triangles; default: 8 to 12, varying by step).
+`batch --backend ray ... JOB_DIR...` runs every job at once as `run` (in child processes) and speaks
+engine/batch/driver.py's stream: each job's events tagged with its job_dir, job_submitted / job_ended /
+batch_finished; SIGTERM writes every cancel file. batch_mode "unavailable" fails it as Ray missing does;
+argv_file: where it writes its argv.
 `models list --json` and `models download NAME` answer as engine/models/commands.py does;
 cache: a folder where downloads leave a marker that `list` then reports as present;
 chunks: progress updates of a download ("error" mode fails it after them).
@@ -117,8 +121,66 @@ def capture_sphere(capture):
     return (lo + hi) / 2, float((hi - lo).max()) / 2
 
 
+def batch(argv, fake):
+    import subprocess
+    import threading
+
+    if fake.get("argv_file"):
+        Path(fake["argv_file"]).write_text(json.dumps(argv))
+    if fake.get("batch_mode") == "unavailable":
+        sys.stderr.write("error (backend_unavailable): Ray is not installed in this environment\n"
+                         "hint: python3 install/text3d.py engine --with ray\n")
+        return 11
+    dirs, i = [], 1
+    while i < len(argv):
+        if argv[i].startswith("--"):
+            i += 2
+            continue
+        dirs.append(os.path.realpath(argv[i]))
+        i += 1
+    lock = threading.Lock()
+
+    def out(**event):
+        with lock:
+            print(json.dumps(event), flush=True)
+
+    def cancel_all(*_):
+        for d in dirs:
+            Path(d, "cancel").write_text("cancel\n")
+
+    signal.signal(signal.SIGTERM, cancel_all)
+    out(event="batch_started", backend="ray", jobs=dirs)
+    ended = {}
+
+    def follow(d):
+        out(event="job_submitted", job_dir=d, attempt=1, resume=False)
+        proc = subprocess.Popen([sys.executable, "-m", "engine", "run", d], stdout=subprocess.PIPE, text=True)
+        status = None
+        for line in proc.stdout:
+            event = json.loads(line)
+            if event.get("event") == "finished":
+                status = event["status"]
+            out(**event, job_dir=d)
+        proc.wait()
+        ended[d] = {"job_dir": d, "status": status or "failed", "kind": None if status else "worker_lost",
+                    "message": "" if status else f"exit {proc.returncode}", "attempts": 1}
+        out(event="job_ended", **ended[d])
+
+    threads = [threading.Thread(target=follow, args=(d,)) for d in dirs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    ok = all(e["status"] == "succeeded" for e in ended.values())
+    out(event="batch_finished", status="succeeded" if ok else "failed", exit_code=0 if ok else 10,
+        jobs=list(ended.values()))
+    return 0 if ok else 10
+
+
 def main(argv):
     fake = json.loads(os.environ.get("TEXT3D_FAKE_ENGINE") or "{}")
+    if argv[:1] == ["batch"]:
+        return batch(argv, fake)
     if argv[:1] == ["check"]:
         print(json.dumps({"ok": True, "engine": "fake", "devices": ["cpu"]}))
         return 0
