@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import engine_rules
+
 TRANSFORMS = "transforms.json"
 SYNTHETIC_TRAIN, SYNTHETIC_TEST = "transforms_train.json", "transforms_test.json"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".exr", ".tif", ".tiff")
 # DietNeRF is made for few views (the paper: 8 and fewer); plain reconstruction needs more.
 FEW_VIEWS = 10
 # Fibonacci orbit: from slightly below the objects to well above them, never straight
@@ -164,9 +165,9 @@ def _camera(file: Path, data: dict, frame: dict, i: int, test: bool) -> Camera:
     if "transform_matrix" not in frame:
         raise CaptureError(file, "has no transform_matrix (camera-to-world 4x4)", i)
     matrix = _matrix(frame["transform_matrix"], file, i)
-    image = _image_path(file.parent, file_path)
+    image, tried = _image_path(file.parent, file_path)
     if image is None:
-        raise CaptureError(file, f"image {file_path!r} not found in {file.parent}", i)
+        raise CaptureError(file, f"image {file_path!r} not found in {file.parent}" + (f" ({tried})" if tried else ""), i)
 
     def number(key: str, default: float | None = None) -> float | None:
         value = get(key, default)
@@ -222,16 +223,10 @@ def _matrix(value: Any, file: Path, i: int) -> Matrix4:
     return tuple(tuple(r) for r in rows)
 
 
-def _image_path(folder: Path, file_path: str) -> Path | None:
-    """A frame's image; NeRF-synthetic paths come without an extension ("./train/r_0")."""
-    p = (folder / file_path).resolve()
-    if p.is_file():
-        return p
-    if p.suffix.lower() not in IMAGE_SUFFIXES:
-        for suffix in IMAGE_SUFFIXES:
-            if p.with_name(p.name + suffix).is_file():
-                return p.with_name(p.name + suffix)
-    return None
+def _image_path(folder: Path, file_path: str) -> tuple[Path | None, str]:
+    """A frame's image as the engine finds it (engine/capture_files.py: Windows separators, absolute paths of
+    another machine, a missing suffix, another case) -> (the image or None, what else was tried)."""
+    return engine_rules.engine_module("capture_files").find_file(folder, file_path)
 
 
 def image_size(path: Path) -> tuple[int, int]:

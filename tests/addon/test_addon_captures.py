@@ -186,3 +186,20 @@ def test_cached_view_count_follows_the_file(tmp_path):
 def test_suggestion_under_ten_views():
     assert captures.suggested_method(9) == "dietnerf" and captures.suggested_method(3) == "dietnerf"
     assert captures.suggested_method(10) is None and captures.suggested_method(100) is None
+
+
+def test_paths_as_exporters_write_them_are_found_as_the_engine_finds_them(tmp_path):
+    """The panel accepts what the engine loads (one rule, engine/capture_files.py): Windows separators, an
+    absolute path of another machine, a name in another case; a still-missing image says what was tried."""
+    for name in ("a.png", "b.png", "C.PNG"):
+        write_png(tmp_path / "images" / name, 40, 30)
+    write(tmp_path / "transforms.json", {"camera_angle_x": 0.8, "frames": [
+        {"file_path": "images\\a.png", "transform_matrix": FRONT},
+        {"file_path": "C:\\Users\\someone\\scan\\images\\b.png", "transform_matrix": FRONT},
+        {"file_path": "images/c.png", "transform_matrix": FRONT}]})
+    cameras = captures.read_cameras(tmp_path)
+    assert [c.image for c in cameras] == [(tmp_path / "images" / n).resolve() for n in ("a.png", "b.png", "C.PNG")]
+    write(tmp_path / "transforms.json", {"camera_angle_x": 0.8, "frames": [
+        {"file_path": "images\\missing.png", "transform_matrix": FRONT}]})
+    with pytest.raises(CaptureError, match=r"Windows \(\\\) separators, also tried 'images/missing.png'"):
+        captures.read_cameras(tmp_path)
