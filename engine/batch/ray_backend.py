@@ -14,7 +14,7 @@ import logging
 import os
 import time
 
-from .driver import BackendUnavailable, Ended
+from .backend import BackendUnavailable, Ended
 from .process import ENGINE_ROOT
 
 INSTALL_HINT = "install the Ray extra: python3 install/text3d.py engine --with ray"
