@@ -44,8 +44,10 @@ from engine.methods.reconstruct import method as reconstruct  # noqa: E402
 from engine.spec import parse_job  # noqa: E402
 
 
-def run_scene(folder: Path, budget: float, work: Path, device: str = "cpu") -> dict:
-    """One scene as a user runs it: a reconstruct job with the defaults and budget_s, through the CLI."""
+def run_scene(folder: Path, budget: float, work: Path, device: str = "cpu", method: str = "reconstruct",
+              models: dict | None = None) -> dict:
+    """One scene as a user runs it: a `method` job (reconstruct, dietnerf) with the defaults and budget_s, through
+    the CLI; models: job.json's `models` (dietnerf's CLIP)."""
     import subprocess
 
     import numpy as np
@@ -53,9 +55,9 @@ def run_scene(folder: Path, budget: float, work: Path, device: str = "cpu") -> d
     job = work / folder.name
     job.mkdir(parents=True)
     options = {} if (folder / "transforms_train.json").exists() else {"holdout_every": 8}
-    (job / "job.json").write_text(json.dumps({"spec_version": 1, "method": "reconstruct", "seed": 0, "device": device,
-                                              "inputs": {"capture": str(folder)}, "budget_s": budget,
-                                              "preview_every": 0, "options": options}))
+    (job / "job.json").write_text(json.dumps({"spec_version": 1, "method": method, "seed": 0, "device": device,
+                                              "inputs": {"capture": str(folder.resolve())}, "budget_s": budget,
+                                              "preview_every": 0, "options": options, "models": models or {}}))
     t0 = time.monotonic()
     out = subprocess.run([sys.executable, "-m", "engine", "run", str(job)], cwd=ROOT, capture_output=True, text=True)
     wall = time.monotonic() - t0
@@ -65,7 +67,7 @@ def run_scene(folder: Path, budget: float, work: Path, device: str = "cpu") -> d
     progress = [e for e in events if e["event"] == "progress"]
     keep = progress[:: max(1, len(progress) // 12)] + progress[-1:]
     metrics = json.loads((job / "result" / "metrics.json").read_text())
-    result = {"scene": folder.name, "wall_s": round(wall, 1), "test_psnr": round(metrics["test_psnr"], 2),
+    result = {"scene": folder.name, "method": method, "models": models or {}, "wall_s": round(wall, 1), "test_psnr": round(metrics["test_psnr"], 2),
               "test_views": metrics["test_views"], "steps": progress[-1]["total"],
               "finished": next(e for e in events if e["event"] == "finished"),
               "curve": [{"step": e["step"], "elapsed_s": e["elapsed_s"], "train_psnr": round(e["metrics"]["psnr"], 2),
@@ -88,7 +90,8 @@ def scenes_main(args) -> None:
         for name in ("synthetic360", "photo", "synthetic8"):
             if args.only and name != args.only:
                 continue
-            results.append(run_scene(Path(args.scenes).expanduser() / name, args.budget, Path(tmp), args.device))
+            results.append(run_scene(Path(args.scenes).expanduser() / name, args.budget, Path(tmp), args.device,
+                                     args.method, json.loads(args.models) if args.models else None))
             print(json.dumps(results[-1]), file=sys.stderr)
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else None
     print(json.dumps({"bench": "reconstruct_scenes", "machine": gpu or f"{platform.machine()}, {torch.get_num_threads()} "
@@ -101,6 +104,8 @@ def main() -> None:
     p.add_argument("--budget", type=float, default=600.0, help="--scenes: budget_s of each job (seconds)")
     p.add_argument("--only", help="--scenes: run this scene only")
     p.add_argument("--device", default="cpu", help="--scenes: the jobs' device (cpu, cuda)")
+    p.add_argument("--method", default="reconstruct", help="--scenes: the jobs' method (reconstruct, dietnerf)")
+    p.add_argument("--models", help="--scenes: job.json `models` as JSON, e.g. '{\"clip\": \"/path/to/clip\"}'")
     p.add_argument("--keep", help="--scenes: write the job folders here (kept) instead of a temporary folder")
     p.add_argument("--views", type=int, default=48)
     p.add_argument("--size", type=int, default=96)
