@@ -1,6 +1,6 @@
 """python -m engine.batch.guard -- ENGINE_ARGV...: run the engine and kill it when whoever started us dies.
 
-A batch runs each engine under a guard (engine/batch/common.py, run_engine). The guard is started in its
+A batch runs each engine under a guard (engine/batch/process.py, start_engine). The guard is started in its
 own session, with a pipe on its stdin whose only write end the starter (the batch process, or the Ray
 worker running the job's task) holds. A process that dies closes its files, so end-of-file on stdin
 means the starter is gone, however it died (SIGKILL included): the guard then kills its process group,
@@ -30,8 +30,11 @@ def main(argv: list[str]) -> int:
     engine = subprocess.Popen(argv, stdin=subprocess.DEVNULL)  # in the guard's process group
 
     def watch_starter() -> None:
-        # read() returns at end of file: every write end is closed, the starter has exited or died.
-        sys.stdin.buffer.read()
+        # End of file: every write end is closed, the starter has exited or died. The raw descriptor, not
+        # sys.stdin: a daemon thread blocked inside a buffered reader holds its lock, and Python's shutdown
+        # then aborts with "Fatal Python error: _enter_buffered_busy" (seen on every job's exit).
+        while os.read(0, 65536):
+            pass
         if engine.poll() is None:
             os.killpg(os.getpgid(0), signal.SIGKILL)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import signal
 import time
@@ -227,6 +228,11 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
             timings.update(budget_s=spec.budget_s, budget_cut=total_steps < sum(s for _, s in job_phases))
             log.info("budget %g s: finished in %.1f s (%d of %d steps)", spec.budget_s, timings["elapsed_s"],
                      total_steps, sum(s for _, s in job_phases))
+            if timings["elapsed_s"] > spec.budget_s:  # start-up, one step and the export alone do not fit
+                log.warning("budget %g s overrun: the run took %.1f s (%.1f s before the first step, %d step(s), "
+                            "%.1f s reserved for the end of the run); give this job at least %.0f s on this "
+                            "machine, or no budget", spec.budget_s, timings["elapsed_s"], timings.get("build_s", 0.0),
+                            total_steps - start, budget.reserve_s, math.ceil(1.2 * timings["elapsed_s"]))
         events.emit("finished", status="succeeded", step=total_steps, **timings)
         return EXIT_CODES["succeeded"]
     except EngineError as e:

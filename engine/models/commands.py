@@ -31,7 +31,7 @@ def download_command(names: list[str]) -> int:
         try:
             locations[name] = download(name, progress=True)
         except EngineError as e:
-            print(f"error: {e.message}\nhint: {e.hint}", file=sys.stderr)
+            print(f"error ({e.kind}): {e.message}\nhint: {e.hint}", file=sys.stderr)  # as every command
             code = code or e.exit_code
             continue
         print(f"{name}: {locations[name]}", file=sys.stderr)

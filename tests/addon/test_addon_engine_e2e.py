@@ -244,5 +244,5 @@ def test_real_engine_model_list_and_download_error(engine_python, monkeypatch):
     assert all(isinstance(row["size_mb"], float) for row in rows.values())
     if not rows[name]["available"]:
         assert download.status == "failed" and download.returncode == 3, list(download.lines)
-        assert download.error.startswith(f"error: could not download {name}") and download.hint.startswith("hint: ")
+        assert download.error.startswith(f"error (model_missing): could not download {name}") and download.hint.startswith("hint: ")
         assert download.lines[0].startswith(f"downloading {name}")

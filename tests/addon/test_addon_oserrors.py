@@ -381,6 +381,9 @@ def test_generate_operator_reports_the_jobs_folder_and_the_preference(scene, tmp
     finally:
         prefs.property_unset("engine_python")
         prefs.property_unset("jobs_dir")
+        from blender_text3d import setup
+
+        setup.unregister()  # forgets the failed Refresh's task: later tests start with none
 
 
 def test_capture_into_an_unwritable_jobs_folder_names_it(scene, tmp_path):

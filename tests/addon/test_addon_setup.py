@@ -93,7 +93,7 @@ def test_download_progress_failure_and_cancel_in_the_preferences(prefs, fake):
     bpy.ops.text3d.refresh_models(wait=True)
     key = f"download:{SD}"
     fake(mode="error")
-    with pytest.raises(RuntimeError, match=f"error: could not download {SD} from the Hugging Face hub"):
+    with pytest.raises(RuntimeError, match=rf"error \(model_missing\): could not download {SD} from the Hugging Face hub"):
         bpy.ops.text3d.download_model(name=SD, wait=True)
     texts, ops = draw_prefs()
     assert any(t.startswith("Download: failed") for t in texts) and "hint: check the network connection" in texts

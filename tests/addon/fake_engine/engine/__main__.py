@@ -97,7 +97,7 @@ def models(argv, fake):
         sys.stderr.write(f"\rmodel.safetensors: {i} chunks|")
         sys.stderr.flush()
     if fake.get("mode") == "error":
-        sys.stderr.write(f"\nerror: could not download {names[0]} from the Hugging Face hub: ConnectError\n"
+        sys.stderr.write(f"\nerror (model_missing): could not download {names[0]} from the Hugging Face hub: ConnectError\n"
                          "hint: check the network connection\n")
         print("{}")
         return 3
