@@ -181,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
 
     mps_fallback()  # before anything imports torch, which reads the setting once
     try:
-        args = parser().parse_args(argv)
+        args, extras = parser().parse_known_args(argv)
+        if extras:  # named by the subcommand they were given to (argparse names the top-level program)
+            prog = " ".join(["python -m engine"] + [w for w in (args.command, getattr(args, "models_command", None)) if w])
+            raise EngineError("usage", f"{prog}: unrecognized arguments: {' '.join(extras)}", f"see `{prog} --help`")
         return args.handler(args)
     except EngineError as e:
         print_error(e)
