@@ -639,10 +639,20 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
     source = cameras.source
     warnings: list[str] = list(cameras.warnings)
     masked = [i for i, c in enumerate(cameras.frames) if c.mask is not None]
+    empty = []
     for i in masked:  # the mask is the frame's coverage, with the image's own alpha where it has one
         images[i][..., 3] *= _load_mask(cameras.frames[i].mask, cameras.frames[i].where)
+        if not images[i][..., 3].any():
+            empty.append(cameras.frames[i].where)
     if masked:
         log.info("mask_path of %d frame(s) used as their coverage (alpha)", len(masked))
+    if masked and len(masked) < len(cameras.frames):  # an exporter that lost some masks: say which frames
+        whole = [c.where for c in cameras.frames if c.mask is None]
+        warnings.append(f"{len(whole)} frame(s) have no mask_path while {len(masked)} have one, first {whole[0]}: "
+                        "their whole image is taken as the object's view (add their masks, or drop them)")
+    if empty:  # nothing of the object in view: the frame only teaches the field to be empty along its rays
+        warnings.append(f"the mask of {len(empty)} frame(s) covers nothing (all 0), first {empty[0]}: those views "
+                        "say the object is not there; check the masks (255: the object, 0: ignored)")
     distorted = [c for c in cameras.frames if c.distorted]
     if distorted:
         models = sorted({c.camera_model for c in distorted})

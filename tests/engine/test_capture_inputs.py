@@ -121,6 +121,23 @@ def test_masks_are_the_frames_coverage(capture, tmp_path, max_image_size):
     assert not any("mask" in w for w in masked.warnings)  # used, not ignored
 
 
+def test_frames_without_their_mask_and_empty_masks_are_named(capture, tmp_path):
+    """An exporter that lost some masks, or wrote one that covers nothing: the capture loads and says which."""
+    from PIL import Image
+
+    def partly(data, folder):
+        as_masked(data, folder)
+        del data["frames"][3]["mask_path"], data["frames"][5]["mask_path"]
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(folder / "masks" / "m_1.png")
+    cap = load_capture(copy_with(capture, tmp_path, partly))
+    without = [w for w in cap.warnings if "have no mask_path" in w]
+    assert len(without) == 1 and without[0].startswith("2 frame(s) have no mask_path while") and "frames[3]" in without[0]
+    empty = [w for w in cap.warnings if "covers nothing" in w]
+    assert len(empty) == 1 and "1 frame(s)" in empty[0] and "frames[1]" in empty[0]
+    assert not any("covers nothing" in w or "no mask_path" in w for w in load_capture(
+        copy_with(capture, tmp_path / "whole", as_masked)).warnings)
+
+
 def test_a_mask_multiplies_the_images_own_alpha(capture, tmp_path):
     from PIL import Image
 
