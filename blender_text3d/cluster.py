@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import paths
-from .runner import (_EOF, _LIVE, FINAL_STATUSES, HINT_ENGINE_PATH, EngineRun, child_env, engine_command,
+from .runner import (_EOF, _LIVE, FINAL_STATUSES, HINT_ENGINE_PATH, EngineRun, child_env, drain, engine_command,
                      parse_event, session_kwargs, signal_group, tail)
 
 HINT_RAY = ("Install Ray into the engine's environment (python3 install/text3d.py engine --with ray), check the "
@@ -119,15 +119,10 @@ class ClusterBatch:
 
     def pump(self) -> None:
         """Hand the events that arrived to their jobs; end the jobs the batch ended (never blocks)."""
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _EOF:
-                self._eof = True
-                continue
-            self._dispatch(item)
+        events, eof = drain(self._queue)
+        self._eof = self._eof or eof
+        for event in events:
+            self._dispatch(event)
         if self._proc is None or self.returncode is not None:
             return
         self._escalate()

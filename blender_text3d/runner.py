@@ -100,6 +100,20 @@ def tail(path: Path, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def drain(events: queue.SimpleQueue) -> tuple[list[dict], bool]:
+    """What a reader thread has queued so far (never blocks), and whether its end of stream was among it."""
+    items, eof = [], False
+    while True:
+        try:
+            item = events.get_nowait()
+        except queue.Empty:
+            return items, eof
+        if item is _EOF:
+            eof = True
+        else:
+            items.append(item)
+
+
 def _number(value, default=None):
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else default
 
@@ -224,17 +238,10 @@ class EngineRun:
 
     def poll(self) -> list[dict]:
         """Apply and return the events that arrived since the last call; never blocks."""
-        events = []
-        while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if item is _EOF:
-                self._eof = True
-                continue
-            self._apply(item)
-            events.append(item)
+        events, eof = drain(self._queue)
+        self._eof = self._eof or eof
+        for event in events:
+            self._apply(event)
         if self._proc is not None and not self.done:
             self._watch_job_dir()
             self._escalate()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import torch
@@ -108,4 +109,15 @@ def render_capture(folder: Path, n: int = 8, size: int = 32, frame: ObjectFrame 
         hi = [o + BOX_HALF * frame.scale for o in frame.offset]
         data["text3d_bounds"] = [lo, hi]
     (folder / "transforms.json").write_text(json.dumps(data, indent=1))
+    return folder
+
+
+def edited_copy(capture: Path, tmp_path: Path, change) -> Path:
+    """A copy of the capture folder (in tmp_path/"copy") with change(transforms dict, folder) applied; returns the
+    folder."""
+    folder = tmp_path / "copy"
+    shutil.copytree(capture, folder)
+    data = json.loads((folder / "transforms.json").read_text())
+    change(data, folder)
+    (folder / "transforms.json").write_text(json.dumps(data))
     return folder

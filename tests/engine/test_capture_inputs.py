@@ -1,11 +1,10 @@
 """Captures as exporters write them: Windows paths, moved absolute paths, masks, keys the engine does not use."""
-import json
 import shutil
 
 import numpy as np
 import pytest
 import torch
-from capture_support import render_capture
+from capture_support import edited_copy, render_capture
 
 from engine.captures import load_capture, read_cameras
 from engine.errors import EngineError
@@ -16,14 +15,6 @@ def capture(tmp_path_factory):
     return render_capture(tmp_path_factory.mktemp("cap") / "box", n=6, size=16)
 
 
-def copy_with(capture, tmp_path, change):
-    """A copy of the capture folder with change(transforms dict, folder) applied; returns the folder."""
-    folder = tmp_path / "copy"
-    shutil.copytree(capture, folder)
-    data = json.loads((folder / "transforms.json").read_text())
-    change(data, folder)
-    (folder / "transforms.json").write_text(json.dumps(data))
-    return folder
 
 
 def solid_png(path, colour, size=(16, 16)):
@@ -38,7 +29,7 @@ def test_windows_separators_are_read_as_separators(capture, tmp_path):
     def windows(data, folder):
         for f in data["frames"]:
             f["file_path"] = f["file_path"].replace("/", "\\")
-    folder = copy_with(capture, tmp_path, windows)
+    folder = edited_copy(capture, tmp_path, windows)
     cap = load_capture(folder)
     assert cap.names == [f"r_{i}" for i in range(6)]
     assert torch.equal(cap.images, load_capture(capture).images)
@@ -49,7 +40,7 @@ def test_a_file_whose_name_holds_a_backslash_still_wins(capture, tmp_path):
     def literal(data, folder):
         data["frames"][0]["file_path"] = "images\\r_0.png"
         solid_png(folder / "images\\r_0.png", (0, 255, 0))  # one file in the capture folder, backslash and all
-    cap = load_capture(copy_with(capture, tmp_path, literal))
+    cap = load_capture(edited_copy(capture, tmp_path, literal))
     assert cap.images[0].reshape(-1, 3).unique(dim=0).tolist() == [[0.0, 1.0, 0.0]]
 
 
@@ -58,7 +49,7 @@ def test_a_missing_windows_path_says_so_and_names_the_path_tried(capture, tmp_pa
         data["frames"][2]["file_path"] = "images\\r_2.png"
         (folder / "images" / "r_2.png").unlink()
     with pytest.raises(EngineError) as e:
-        load_capture(copy_with(capture, tmp_path, windows))
+        load_capture(edited_copy(capture, tmp_path, windows))
     assert e.value.kind == "capture_invalid"
     assert "frames[2]: image 'images\\\\r_2.png' not found" in e.value.message
     assert "Windows (\\) separators, also tried 'images/r_2.png'" in e.value.message
@@ -68,14 +59,14 @@ def test_absolute_paths_of_another_machine_are_found_by_their_tail(capture, tmp_
     def moved(data, folder):
         data["frames"][1]["file_path"] = "/home/someone/scans/box/images/r_1.png"
         data["frames"][2]["file_path"] = "C:\\Users\\someone\\box\\images\\r_2.png"
-    cap = load_capture(copy_with(capture, tmp_path, moved))
+    cap = load_capture(edited_copy(capture, tmp_path, moved))
     assert torch.equal(cap.images, load_capture(capture).images)
     assert cap.names[1:3] == ["r_1", "r_2"]
 
 
 def test_a_missing_absolute_path_names_its_tails(capture, tmp_path):
     with pytest.raises(EngineError) as e:
-        load_capture(copy_with(capture, tmp_path, lambda d, f: d["frames"][1].update(file_path="/elsewhere/images/r_9.png")))
+        load_capture(edited_copy(capture, tmp_path, lambda d, f: d["frames"][1].update(file_path="/elsewhere/images/r_9.png")))
     assert "also tried its tails 'elsewhere/images/r_9.png', 'images/r_9.png', 'r_9.png'" in e.value.message
 
 
@@ -83,7 +74,7 @@ def test_suffixes_and_the_case_of_names(capture, tmp_path):
     def quirks(data, folder):
         data["frames"][3]["file_path"] = "images/r_3"  # no extension (instant-ngp, NeRF-synthetic)
         (folder / "images" / "r_4.png").rename(folder / "images" / "R_4.PNG")  # written on Windows
-    cap = load_capture(copy_with(capture, tmp_path, quirks))
+    cap = load_capture(edited_copy(capture, tmp_path, quirks))
     assert torch.equal(cap.images, load_capture(capture).images)
 
 
@@ -92,7 +83,7 @@ def test_names_that_differ_only_in_case_are_not_guessed_between(capture, tmp_pat
         (folder / "images" / "r_5.png").rename(folder / "images" / "R_5.png")
         shutil.copy(folder / "images" / "R_5.png", folder / "images" / "r_5.PNG")
     with pytest.raises(EngineError, match="frames\\[5\\]: image 'images/r_5.png' not found"):
-        load_capture(copy_with(capture, tmp_path, ambiguous))
+        load_capture(edited_copy(capture, tmp_path, ambiguous))
 
 
 # Masks (nerfstudio's mask_path: 255 the object, 0 ignored).
@@ -112,7 +103,7 @@ def as_masked(data, folder):
 
 @pytest.mark.parametrize("max_image_size", [16, 8])
 def test_masks_are_the_frames_coverage(capture, tmp_path, max_image_size):
-    folder = copy_with(capture, tmp_path, as_masked)
+    folder = edited_copy(capture, tmp_path, as_masked)
     masked, rgba = load_capture(folder, max_image_size), load_capture(capture, max_image_size)
     assert masked.alpha is not None and masked.size == (max_image_size,) * 2
     # The same as the RGBA capture, downsampled alike: alpha = mask / 255.
@@ -129,13 +120,13 @@ def test_frames_without_their_mask_and_empty_masks_are_named(capture, tmp_path):
         as_masked(data, folder)
         del data["frames"][3]["mask_path"], data["frames"][5]["mask_path"]
         Image.fromarray(np.zeros((16, 16), np.uint8)).save(folder / "masks" / "m_1.png")
-    cap = load_capture(copy_with(capture, tmp_path, partly))
+    cap = load_capture(edited_copy(capture, tmp_path, partly))
     without = [w for w in cap.warnings if "have no mask_path" in w]
     assert len(without) == 1 and without[0].startswith("2 frame(s) have no mask_path while") and "frames[3]" in without[0]
     empty = [w for w in cap.warnings if "covers nothing" in w]
     assert len(empty) == 1 and "1 frame(s)" in empty[0] and "frames[1]" in empty[0]
     assert not any("covers nothing" in w or "no mask_path" in w for w in load_capture(
-        copy_with(capture, tmp_path / "whole", as_masked)).warnings)
+        edited_copy(capture, tmp_path / "whole", as_masked)).warnings)
 
 
 def test_a_mask_multiplies_the_images_own_alpha(capture, tmp_path):
@@ -147,7 +138,7 @@ def test_a_mask_multiplies_the_images_own_alpha(capture, tmp_path):
         mask[:, :8] = 255
         Image.fromarray(mask).save(folder / "masks" / "left.png")
         data["frames"][0]["mask_path"] = "masks/left.png"
-    cap, plain = load_capture(copy_with(capture, tmp_path, half)), load_capture(capture)
+    cap, plain = load_capture(edited_copy(capture, tmp_path, half)), load_capture(capture)
     assert torch.equal(cap.alpha[0, :, :8], plain.alpha[0, :, :8]) and not cap.alpha[0, :, 8:].any()
     assert plain.alpha[0, :, 8:].any() and torch.equal(cap.alpha[1:], plain.alpha[1:])
 
@@ -180,7 +171,7 @@ BROKEN_MASKS = [
 @pytest.mark.parametrize("breaker, message", BROKEN_MASKS, ids=[m[:30] for _, m in BROKEN_MASKS])
 def test_broken_masks_name_the_frame_and_key(capture, tmp_path, breaker, message):
     with pytest.raises(EngineError) as e:
-        load_capture(copy_with(capture, tmp_path, breaker))
+        load_capture(edited_copy(capture, tmp_path, breaker))
     assert e.value.kind == "capture_invalid" and e.value.hint
     assert "transforms.json: " + message in e.value.message, e.value.message
 
@@ -194,7 +185,7 @@ def test_keys_that_are_not_used_are_reported_as_ignored(capture, tmp_path):
         for i, f in enumerate(data["frames"]):
             f.update(depth_file_path=f"depth/{i}.png", colmap_im_id=i + 1, sharpness=30.0)
         data["frames"][4]["time"] = 0.5
-    folder = copy_with(capture, tmp_path, exporter)
+    folder = edited_copy(capture, tmp_path, exporter)
     expected = [
         "transforms.json: ply_file_path is ignored (the point cloud is not used)",
         "transforms.json: fix_premult is ignored (not a key the engine knows)",

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from capture_support import BOX_HALF, orbit, render_capture
+from capture_support import BOX_HALF, edited_copy, orbit, render_capture
 from conftest import engine
 
 from engine.captures import MIN_CAMERA_DISTANCE, OBJECT_EXTENT, ObjectFrame, describe, load_capture, read_cameras
@@ -142,19 +142,11 @@ BROKEN = [
 ]
 
 
-def broken_copy(capture, tmp_path, breaker):
-    """A copy of the capture with breaker(transforms dict, folder) applied; returns the folder."""
-    folder = tmp_path / "broken"
-    shutil.copytree(capture, folder)
-    data = json.loads((folder / "transforms.json").read_text())
-    breaker(data, folder)
-    (folder / "transforms.json").write_text(json.dumps(data))
-    return folder
 
 
 @pytest.mark.parametrize("breaker, message", BROKEN, ids=[m[:30] for _, m in BROKEN])
 def test_broken_captures_name_what_is_wrong(capture, tmp_path, breaker, message):
-    folder = broken_copy(capture, tmp_path, breaker)
+    folder = edited_copy(capture, tmp_path, breaker)
     with pytest.raises(EngineError) as e:
         load_capture(folder)
     assert e.value.kind == "capture_invalid"
@@ -206,7 +198,7 @@ MEANINGLESS = [
 
 @pytest.mark.parametrize("breaker, key, message", MEANINGLESS, ids=[m[17:50] for _, _, m in MEANINGLESS])
 def test_values_that_mean_nothing_name_their_key(capture, tmp_path, breaker, key, message):
-    folder = broken_copy(capture, tmp_path, breaker)
+    folder = edited_copy(capture, tmp_path, breaker)
     with pytest.raises(EngineError) as e:
         load_capture(folder)
     assert e.value.kind == "capture_invalid" and e.value.hint
@@ -215,18 +207,18 @@ def test_values_that_mean_nothing_name_their_key(capture, tmp_path, breaker, key
 
 def test_a_per_frame_camera_model_is_read_as_the_files(capture, tmp_path):
     lens = {"k1": 0.05, "k2": -0.01, "k3": 0.002, "k4": 0.0}
-    per_file = broken_copy(capture, tmp_path / "file", lambda d, f: d.update(camera_model="OPENCV_FISHEYE", **lens))
+    per_file = edited_copy(capture, tmp_path / "file", lambda d, f: d.update(camera_model="OPENCV_FISHEYE", **lens))
 
     def per_frame(data, folder):
         del data["camera_model"]
         for f in data["frames"]:
             f.update(camera_model="OPENCV_FISHEYE", **lens)
         data["frames"][2]["camera_model"] = "OPENCV"  # a frame's own model overrides the file's
-    cap, control = load_capture(broken_copy(capture, tmp_path / "frame", per_frame)), load_capture(per_file)
+    cap, control = load_capture(edited_copy(capture, tmp_path / "frame", per_frame)), load_capture(per_file)
     assert control.fisheye.all() and cap.fisheye.tolist() == [True, True, False, True, True, True]
     assert torch.equal(cap.distortion, control.distortion)
     # instant-ngp's is_fisheye says the same.
-    ngp = load_capture(broken_copy(capture, tmp_path / "ngp", lambda d, f: (d.pop("camera_model"),
+    ngp = load_capture(edited_copy(capture, tmp_path / "ngp", lambda d, f: (d.pop("camera_model"),
                                                                             d.update(is_fisheye=True, **lens))))
     assert ngp.fisheye.all() and torch.equal(ngp.distortion, control.distortion)
 
@@ -322,7 +314,7 @@ CAMERAS_BROKEN = [
 
 @pytest.mark.parametrize("breaker, message", CAMERAS_BROKEN, ids=[m[:30] for _, m in CAMERAS_BROKEN])
 def test_broken_cameras_name_what_is_wrong(capture, tmp_path, breaker, message):
-    folder = broken_copy(capture, tmp_path, breaker)
+    folder = edited_copy(capture, tmp_path, breaker)
     with pytest.raises(EngineError) as e:
         read_cameras(folder / "transforms.json")
     assert e.value.kind == "capture_invalid" and e.value.hint
