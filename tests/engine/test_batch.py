@@ -10,13 +10,12 @@ import sys
 import time
 
 import pytest
-import torch
 
 from engine.batch.driver import BATCH_EXIT_CODES, Ended, Job, judge
 from engine.jobs.run import run_job
 from engine.spec import load_job
 from conftest import ROOT, engine, engine_env, read_events, write_job
-from test_run import final_weights
+from test_run import assert_same_final_weights, final_weights
 
 
 def start_batch(*args, env=None) -> subprocess.Popen:
@@ -95,10 +94,7 @@ def test_a_killed_engine_is_retried_from_its_checkpoint_to_the_same_weights(tmp_
     assert resumed_from == [f"resumed from step {lost[0]['resume_from_step']}"]
     assert stream[-1]["jobs"] == [{"job_dir": str(job), "status": "succeeded", "kind": None, "message": "",
                                    "attempts": 2, "step": 100}]
-    step_a, wa = final_weights(straight)
-    step_b, wb = final_weights(job)
-    assert step_a == step_b == 100
-    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert_same_final_weights(straight, job, 100)
 
 
 def test_sigterm_cancels_every_job_through_its_cancel_file(tmp_path, tiny_models):

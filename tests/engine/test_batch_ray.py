@@ -14,11 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import ROOT, engine_env, read_events, write_job
 from test_batch import alive, engine_events
-from test_run import final_weights
+from test_run import assert_same_final_weights, final_weights
 
 if importlib.util.find_spec("ray") is None:
     pytest.skip("Ray is not installed in the engine environment: python3 install/text3d.py engine --with ray",
@@ -166,10 +165,7 @@ def test_a_killed_worker_is_retried_from_its_checkpoint_to_the_same_weights(tmp_
     assert any(e["event"] == "log" and e["message"] == f"resumed from step {lost[0]['resume_from_step']}"
                for e in stream if e.get("job_dir") == str(job))
     assert [(e["status"], e["attempts"]) for e in stream[-1]["jobs"]] == [("succeeded", 1), ("succeeded", 2)]
-    step_a, wa = final_weights(straight)
-    step_b, wb = final_weights(job)
-    assert step_a == step_b == 100
-    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert_same_final_weights(straight, job, 100)
 
 
 def test_cancelling_the_batch_cancels_every_job_and_leaves_no_engine(tmp_path, tiny_models, cluster):

@@ -182,7 +182,7 @@ def test_dreamfusion_run_end_to_end(tmp_path, tiny_models):
 
 def test_dreamfusion_same_seed_same_weights_and_resume(tmp_path, tiny_models, monkeypatch):
     from engine.methods.dreamfusion import method as dreamfusion
-    from test_run import final_weights
+    from test_run import assert_same_final_weights
 
     a = write_df_job(tmp_path / "a", tiny_models, steps=6)
     b = write_df_job(tmp_path / "b", tiny_models, steps=6, checkpoint_every=3)
@@ -206,9 +206,7 @@ def test_dreamfusion_same_seed_same_weights_and_resume(tmp_path, tiny_models, mo
     monkeypatch.undo()
     (b / "cancel").unlink()
     assert run_job(b, True, io.StringIO()) == 0
-    (step_a, wa), (step_b, wb) = final_weights(a), final_weights(b)
-    assert step_a == step_b == 6 and wa.keys() == wb.keys()
-    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert_same_final_weights(a, b, 6)
 
 
 @pytest.mark.parametrize("options, key", [
@@ -311,7 +309,7 @@ def test_latent_warmup_steps_skip_the_vae_encoder_and_still_reach_the_field(tiny
 
 
 def test_dreamfusion_latent_warmup_run_same_seed_same_weights(tmp_path, tiny_models):
-    from test_run import final_weights
+    from test_run import assert_same_final_weights
 
     # 5 steps: the cap (a fifth of the run) leaves step 0 a latent step, then ordinary steps.
     runs = [write_df_job(tmp_path / name, tiny_models, steps=5, checkpoint_every=5,
@@ -321,6 +319,4 @@ def test_dreamfusion_latent_warmup_run_same_seed_same_weights(tmp_path, tiny_mod
     progress = [e for e in read_events(runs[0]) if e["event"] == "progress"]
     assert progress[0]["step"] == 1 and progress[0]["metrics"]["latent"] == 1.0
     assert progress[-1]["step"] == 5 and progress[-1]["metrics"]["latent"] == 0.0
-    (step_a, wa), (step_b, wb) = final_weights(runs[0]), final_weights(runs[1])
-    assert step_a == step_b == 5 and wa.keys() == wb.keys()
-    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert_same_final_weights(runs[0], runs[1], 5)

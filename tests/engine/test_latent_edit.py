@@ -11,7 +11,7 @@ import pytest
 import torch
 from capture_support import coloured_box, render_capture
 from conftest import read_events
-from test_run import final_weights
+from test_run import assert_same_final_weights, final_weights
 
 from engine.jobs.run import run_job
 
@@ -118,9 +118,7 @@ def test_resume_across_the_phase_boundary_is_bit_exact(tmp_path, red_capture, ti
     assert json.loads((b / "checkpoints" / "latest.json").read_text())["step"] == 4
     (b / "cancel").unlink()
     assert run(b, resume=True) == 0
-    (step_a, wa), (step_b, wb) = final_weights(a), final_weights(b)
-    assert step_a == step_b == 8 and wa.keys() == wb.keys()
-    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert_same_final_weights(a, b, 8)
 
 
 def test_an_edit_of_a_source_job_is_self_contained_and_a_hash_grid_source_is_refused(

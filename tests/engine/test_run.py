@@ -23,6 +23,13 @@ from capture_support import render_capture
 from conftest import ROOT, TINY_OPTIONS, engine, engine_env, read_events, write_job
 
 
+def assert_same_final_weights(a, b, steps: int) -> None:
+    """Both job folders' last checkpoints are at `steps` and hold bit-identical weights (a fixed seed on the CPU)."""
+    (step_a, wa), (step_b, wb) = final_weights(a), final_weights(b)
+    assert step_a == step_b == steps and wa.keys() == wb.keys()
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
+
+
 def final_weights(job_dir):
     meta = json.loads((job_dir / "checkpoints" / "latest.json").read_text())
     return meta["step"], load_file(str(job_dir / "checkpoints" / meta["tensors"]))
@@ -136,10 +143,7 @@ def test_resume_after_cancel_reaches_the_same_weights(tmp_path, tiny_models, mon
     monkeypatch.undo()
     (resumed / "cancel").unlink()
     assert run_job(resumed, True, io.StringIO()) == 0
-    step_a, wa = final_weights(straight)
-    step_b, wb = final_weights(resumed)
-    assert step_a == step_b == 10
-    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert_same_final_weights(straight, resumed, 10)
 
 
 def test_resume_refuses_a_changed_job(tmp_path, tiny_models):
@@ -393,9 +397,7 @@ def test_resume_continues_the_budget_fitted_schedule(tmp_path, box_capture, monk
     monkeypatch.setattr(reconstruct, "build", build)
     (resumed / "cancel").unlink()
     assert run_job(resumed, True, io.StringIO()) == 0
-    (step_a, wa), (step_b, wb) = final_weights(straight), final_weights(resumed)
-    assert step_a == step_b == 12
-    assert all(torch.equal(wa[k], wb[k]) for k in wa), [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert_same_final_weights(straight, resumed, 12)
     last = [e for e in read_events(resumed) if e["event"] == "progress"][-1]
     assert last["total"] == 12 and last["lr"] == pytest.approx(1e-2 * 0.1 ** (11 / 12))  # decays over 12 steps
     # Changed steps are a new schedule: the recorded fit is dropped and all 44 steps run.
