@@ -134,6 +134,21 @@ class Follower:
             job.last_step = event["step"]
 
 
+def checkpoint_on_disk(job_dir: Path) -> int | None:
+    """The step of the checkpoint a resumed attempt will load, or None when there is none readable.
+
+    Read from checkpoints/latest.json rather than from the `checkpoint` events: the engine replaces that file
+    before it emits the event, so a worker killed between the two leaves a newer checkpoint than the stream says.
+    Only asked once this batch has seen a `checkpoint` event of the job: before that, the file may be an
+    earlier run's, which a fresh attempt must not resume.
+    """
+    try:
+        step = json.loads((job_dir / "checkpoints" / "latest.json").read_text(encoding="utf-8")).get("step")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def judge(job: Job, ended: Ended) -> tuple[str, str | None, str]:
     """(status, error kind, message) of an ended attempt: status "succeeded", "failed", "cancelled", or "lost"
     (the engine or its worker died without a `finished` event: worth a retry)."""
@@ -268,8 +283,9 @@ class Batch:
         job.handle = None
         status, kind, message = judge(job, ended)
         if status == "lost":
-            checkpoint = job.path / "checkpoints" / "latest.json"
-            again = job.checkpoint_step is not None and checkpoint.is_file()
+            if job.checkpoint_step is not None:  # one was written in this batch: the file is at least as new
+                job.checkpoint_step = checkpoint_on_disk(job.path)
+            again = job.checkpoint_step is not None
             retry = not self.cancelled and job.attempts <= self.max_retries
             self.output.emit("job_lost", job_dir=str(job.path), attempt=job.attempts, reason=message, retry=retry,
                              resume_from_step=job.checkpoint_step if retry and again else None)

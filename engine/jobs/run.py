@@ -26,9 +26,9 @@ log = logging.getLogger("engine.run")
 # shortens it; the resumed run keeps the schedule the checkpoint recorded).
 RESUMABLE_CHANGES = ("steps", "device", "export", "preview_every", "checkpoint_every", "preview_mesh_every",
                      "budget_s")
-SCHEDULE_FILE = "schedule.json"
-"""checkpoints/schedule.json: the job's phases and the budget's fits (Method.fit_steps calls) so far, which
---resume replays to continue the same schedule."""
+OLD_SCHEDULE_FILE = "schedule.json"
+"""checkpoints/schedule.json: where engines before 2026-12 kept the budget's fits, beside latest.json (now inside
+it, so that a kill between the two writes cannot pair a checkpoint with another step's schedule)."""
 
 
 class CancelWatch:
@@ -146,12 +146,9 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
 
         def checkpoint(step: int) -> None:
             save_checkpoint(job_dir, step, method.modules, method.optimizer, spec.to_dict(), frame.to_dict(),
-                            method.representation())
-            schedule = job_dir / "checkpoints" / SCHEDULE_FILE
-            if fits:
-                write_json(schedule, {"step": step, "job_phases": job_phases, "fits": fits})
-            else:
-                schedule.unlink(missing_ok=True)
+                            method.representation(),
+                            schedule={"job_phases": job_phases, "fits": fits} if fits else None)
+            (job_dir / "checkpoints" / OLD_SCHEDULE_FILE).unlink(missing_ok=True)
             events.emit("artifact", kind="checkpoint", path="checkpoints/latest.json", step=step)
 
         start = 0
@@ -163,7 +160,7 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
                                   "run without --resume to start from scratch")
             _check_resumable(meta["job"], spec.to_dict())
             start = load_checkpoint(job_dir, method.modules, method.optimizer, device)["step"]
-            fits = _replay_fits(job_dir / "checkpoints" / SCHEDULE_FILE, method, job_phases)
+            fits = _replay_fits(meta, job_dir / "checkpoints" / OLD_SCHEDULE_FILE, method, job_phases)
             log.info("resumed from step %d", start)
         # 5. Optimise, phase after phase. With a time budget the end of the run is reserved first, then the
         # steps are timed and the schedule fitted into what is left, and refitted as the clock goes.
@@ -284,13 +281,15 @@ def _timings(run_started: float, t0: float, first_step_end: float | None, steps:
     return timings
 
 
-def _replay_fits(path: Path, method, job_phases: list) -> list[list[int]]:
-    """The budget's fits a checkpoint recorded, replayed on the method (Method.fit_steps) so that a resumed run
-    continues the same schedule; [] when there are none, or when the job's steps changed since (then the new
-    steps rule, and a budget fits them afresh)."""
-    if not path.is_file():
+def _replay_fits(meta: dict, old_file: Path, method, job_phases: list) -> list[list[int]]:
+    """The budget's fits a checkpoint recorded (latest.json's "schedule", or an older engine's schedule.json),
+    replayed on the method (Method.fit_steps) so that a resumed run continues the same schedule; [] when there
+    are none, or when the job's steps changed since (then the new steps rule, and a budget fits them afresh)."""
+    recorded = meta.get("schedule")
+    if recorded is None and old_file.is_file():
+        recorded = json.loads(old_file.read_text(encoding="utf-8"))
+    if not recorded:
         return []
-    recorded = json.loads(path.read_text(encoding="utf-8"))
     if recorded.get("job_phases") != job_phases:
         log.info("the job's steps changed since the checkpoint: its time-budget schedule is dropped")
         return []

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from engine.batch.driver import BATCH_EXIT_CODES, Ended, Job, judge
+from engine.batch.driver import BATCH_EXIT_CODES, Batch, Ended, Job, Output, judge
 from engine.jobs.run import run_job
 from engine.spec import load_job
 from conftest import ROOT, engine, engine_env, read_events, write_job
@@ -155,6 +155,96 @@ def test_an_attempt_is_judged_by_its_finished_event_then_its_exit(finished, erro
 
     job = Job(Path("/j"), finished=finished, error=error)
     assert judge(job, ended) == expected
+
+
+class ScriptedBackend:
+    """A backend whose attempts are scripted: each start() runs the next script on the job folder at once (it
+    writes what an engine would have) and ended() reports the Ended it returns."""
+    name, slots = "scripted", 1
+
+    def __init__(self, scripts):
+        self.scripts, self.starts, self.done = list(scripts), [], []
+
+    def describe(self):
+        return {}
+
+    def start(self, job, resume):
+        self.starts.append(resume)
+        handle = object()
+        self.done.append((handle, self.scripts.pop(0)(job.path)))
+        return handle
+
+    def ended(self, handles, timeout):
+        done, self.done = self.done, []
+        return done
+
+    def force_stop(self, handles):
+        pass
+
+    def close(self):
+        pass
+
+
+def append_events(job_dir, *events):
+    with open(job_dir / "events.jsonl", "a", encoding="utf-8") as f:
+        for event in events:
+            f.write(json.dumps(event) + "\n")
+
+
+def write_latest(job_dir, step):
+    (job_dir / "checkpoints").mkdir(exist_ok=True)
+    (job_dir / "checkpoints" / "latest.json").write_text(json.dumps({"step": step}))
+
+
+def run_scripted(job_dir, *scripts):
+    out = io.StringIO()
+    backend = ScriptedBackend(scripts)
+    code = Batch([job_dir], backend, 3, Output(out)).run()
+    return code, backend.starts, [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_a_lost_attempt_resumes_from_the_checkpoint_on_disk_not_the_last_event(tmp_path):
+    """The engine replaces latest.json before it emits the checkpoint event: a worker killed between the two
+    leaves step 9 on disk while the stream's last checkpoint says 6. The retry resumes from 9 (what the engine
+    loads), and job_lost / job_submitted say so (the Ray test once read a stale 6 here)."""
+    job = tmp_path / "job"
+    job.mkdir()
+
+    def killed_between(path):
+        append_events(path, {"event": "started"}, {"event": "artifact", "kind": "checkpoint", "step": 6})
+        write_latest(path, 9)
+        return Ended(-9)
+
+    def resumed(path):
+        append_events(path, {"event": "started"}, {"event": "finished", "status": "succeeded", "step": 12})
+        return Ended(0)
+
+    code, starts, stream = run_scripted(job, killed_between, resumed)
+    assert code == 0 and starts == [False, True]
+    lost = next(e for e in stream if e["event"] == "job_lost")
+    assert lost["retry"] and lost["resume_from_step"] == 9
+    assert [e["from_step"] for e in stream if e["event"] == "job_submitted"] == [0, 9]
+
+
+def test_a_checkpoint_left_by_an_earlier_run_is_not_resumed_by_a_fresh_attempt(tmp_path):
+    """No checkpoint event in this batch: the latest.json there is an earlier run's, and the retry starts
+    afresh like the attempt it replaces."""
+    job = tmp_path / "job"
+    job.mkdir()
+    write_latest(job, 50)
+
+    def died_early(path):
+        append_events(path, {"event": "started"})
+        return Ended(-9)
+
+    def fresh(path):
+        append_events(path, {"event": "finished", "status": "succeeded", "step": 12})
+        return Ended(0)
+
+    code, starts, stream = run_scripted(job, died_early, fresh)
+    assert code == 0 and starts == [False, False]
+    lost = next(e for e in stream if e["event"] == "job_lost")
+    assert lost["retry"] and lost["resume_from_step"] is None
 
 
 def test_paths_in_job_json_are_relative_to_the_job_folder(tmp_path, tiny_models):

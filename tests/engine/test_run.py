@@ -69,7 +69,7 @@ def test_dream_fields_run_end_to_end(tmp_path, tiny_models):
     finished = stdout_events[-1]
     assert finished["step"] == 30 and "budget_cut" not in finished
     assert finished["elapsed_s"] > finished["build_s"] > 0 and finished["step_s"] > 0 and finished["end_s"] > 0
-    assert not (job / "checkpoints" / "schedule.json").exists()
+    assert json.loads((job / "checkpoints" / "latest.json").read_text())["schedule"] is None
     # 30 tiny steps leave a fog: the export says so, in the log and as a `log` event.
     warnings = [e for e in stdout_events if e["event"] == "log" and e["level"] == "warning"]
     assert any("mostly fog" in e["message"] for e in warnings)
@@ -365,7 +365,7 @@ def test_a_budget_stops_the_run_in_time_with_its_mesh(tmp_path, box_capture):
     mesh = np.load(job / "result" / "mesh.npz")
     assert len(mesh["faces"]) > 0
     # The fit is recorded with the checkpoint, for --resume.
-    schedule = json.loads((job / "checkpoints" / "schedule.json").read_text())
+    schedule = json.loads((job / "checkpoints" / "latest.json").read_text())["schedule"]
     assert schedule["job_phases"] == [["reconstruct", 100000]] and schedule["fits"]
 
 
@@ -383,9 +383,11 @@ def test_a_budget_too_short_for_the_job_still_exports_and_says_it_overran(tmp_pa
     assert "overrun" in (job / "log.txt").read_text()
 
 
-def test_resume_continues_the_budget_fitted_schedule(tmp_path, box_capture, monkeypatch):
+@pytest.mark.parametrize("layout", ["latest.json", "schedule.json of engines before 2026-12"])
+def test_resume_continues_the_budget_fitted_schedule(tmp_path, box_capture, monkeypatch, layout):
     """A budget that fits 12 of 40 steps after step 3 (made so by hand); the run is cancelled after step 6 and
-    resumed: it ends at step 12 with the weights of the uninterrupted run, its learning-rate decay fitted to 12."""
+    resumed: it ends at step 12 with the weights of the uninterrupted run, its learning-rate decay fitted to 12.
+    The schedule is read from latest.json, or from the schedule.json an older engine wrote beside it."""
     monkeypatch.setattr(TimeBudget, "step_done", lambda self, done, total, now, phase: (
         Fit(12, done, 0.1, 1.0, False) if done == 3 else None))
     monkeypatch.setattr(TimeBudget, "must_stop", lambda self, now: False)
@@ -394,6 +396,12 @@ def test_resume_continues_the_budget_fitted_schedule(tmp_path, box_capture, monk
     resumed = reconstruct_job(tmp_path / "resumed", box_capture, budget_s=1000)
     build = cancel_at_step(reconstruct, resumed, 5, monkeypatch)
     assert run_job(resumed, False, io.StringIO()) == 8
+    if layout != "latest.json":
+        latest = resumed / "checkpoints" / "latest.json"
+        meta = json.loads(latest.read_text())
+        (resumed / "checkpoints" / "schedule.json").write_text(json.dumps({"step": meta["step"],
+                                                                           **meta.pop("schedule")}))
+        latest.write_text(json.dumps(meta))
     monkeypatch.setattr(reconstruct, "build", build)
     (resumed / "cancel").unlink()
     assert run_job(resumed, True, io.StringIO()) == 0
