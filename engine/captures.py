@@ -681,15 +681,15 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
 
     world = cameras.c2w  # float64 until the object frame's offset is subtracted
     intrinsics = torch.tensor(intr, dtype=torch.float32)
-    frame = normalise(world, intrinsics, (h, w), cameras.bounds)
+    distortion = torch.tensor([c.distortion for c in cameras.frames], dtype=torch.float32)
+    fisheye = torch.tensor([c.fisheye for c in cameras.frames], dtype=torch.bool)
+    frame = normalise(world, intrinsics, (h, w), cameras.bounds, distortion, fisheye)
     test = torch.tensor([c.test for c in cameras.frames], dtype=torch.bool)
     if holdout_every:
         train = torch.nonzero(~test).flatten()
         test[train[holdout_every - 1::holdout_every]] = True
     if bool(test.all()):
         raise capture_invalid(f"{source}: every frame is held out", "lower options.holdout_every or add frames")
-    distortion = torch.tensor([c.distortion for c in cameras.frames], dtype=torch.float32)
-    fisheye = torch.tensor([c.fisheye for c in cameras.frames], dtype=torch.bool)
     return Capture(rgb, alpha, frame.c2w_to_object(world), intrinsics, names, test, frame, source, warnings,
                    distortion=distortion, fisheye=fisheye, world=world)
 
@@ -709,16 +709,19 @@ def _bounds(data: dict, path: Path) -> np.ndarray | None:
 
 
 def normalise(c2w: torch.Tensor, intrinsics: torch.Tensor, size: tuple[int, int],
-              bounds: np.ndarray | None = None) -> ObjectFrame:
+              bounds: np.ndarray | None = None, distortion: torch.Tensor | None = None,
+              fisheye: torch.Tensor | None = None) -> ObjectFrame:
     """Where the object cube sits in the capture's world.
 
     With bounds (the objects' world box), the box's centre becomes the cube's and its largest
     half side OBJECT_EXTENT. Without, the centre is the point nearest to every camera's optical
     axis (least squares, as instant-ngp) and the object is assumed to fill the views: its half
-    size is the half width of the narrowest view at the median camera distance. Either way the
-    scale is capped so that every camera stays MIN_CAMERA_DISTANCE from the centre in object units.
+    size is the view's half width at the median camera distance, the half width being the angle
+    from the optical axis to the nearest image edge through the frame's lens (view_half_angle:
+    pinhole, radial-tangential or fisheye), at most MAX_FILL_HALF_ANGLE. Either way the scale is
+    capped so that every camera stays MIN_CAMERA_DISTANCE from the centre in object units.
     c2w: (N,4,4) world (float64: the centre of a georeferenced capture needs it); intrinsics (N,4) fx, fy, cx, cy;
-    size (H, W).
+    size (H, W); distortion (N,6) k1, k2, k3, k4, p1, p2 and fisheye (N,) bool, zeros / False when None.
     """
     eye = c2w[:, :3, 3].double()
     forward = -c2w[:, :3, 2].double()
@@ -739,14 +742,40 @@ def normalise(c2w: torch.Tensor, intrinsics: torch.Tensor, size: tuple[int, int]
         if bool((ahead <= 0).any()):
             raise capture_invalid("some cameras look away from the point the others look at",
                                   'add "text3d_bounds" to transforms.json to say where the object is')
-        h, w = size
-        half_fov = torch.minimum(torch.atan(0.5 * w / intrinsics[:, 0]), torch.atan(0.5 * h / intrinsics[:, 1])).double()
-        scale = float((ahead * torch.tan(half_fov)).median())
+        half_angle = view_half_angle(intrinsics, size, distortion, fisheye).double()
+        scale = float((ahead * torch.tan(half_angle)).median())
     nearest = float((eye - centre).norm(dim=-1).min())
     scale = min(scale, nearest / MIN_CAMERA_DISTANCE)
     if not scale > 0:
         raise capture_invalid("a camera sits at the object's centre", "check the capture's camera positions")
     return ObjectFrame(tuple(float(v) for v in centre), float(scale))
+
+
+MAX_FILL_HALF_ANGLE = math.radians(60.0)
+"""The widest half view an object is assumed to fill when a capture has no bounds. A fisheye's 90 degrees or more
+would make the object's size the tangent of a right angle; an object fills a normal framing, not the whole lens."""
+
+
+def view_half_angle(intrinsics: torch.Tensor, size: tuple[int, int], distortion: torch.Tensor | None = None,
+                    fisheye: torch.Tensor | None = None) -> torch.Tensor:
+    """(N,) radians from each camera's optical axis to the nearest midpoint of an image edge, through its lens
+    (lens.camera_directions), capped at MAX_FILL_HALF_ANGLE. A centred pinhole gives atan(min(W/fx, H/fy) / 2);
+    a fisheye's angle grows with the pixel distance (theta = r / f) where a pinhole's grows as its arctangent.
+    intrinsics (N,4) fx, fy, cx, cy; size (H, W); distortion (N,6), fisheye (N,) bool."""
+    n = len(intrinsics)
+    h, w = size
+    if distortion is None:
+        distortion = torch.zeros(n, 6)
+    if fisheye is None:
+        fisheye = torch.zeros(n, dtype=torch.bool)
+    cx, cy = intrinsics[:, 2], intrinsics[:, 3]
+    # The four edge midpoints, seen from the principal point: left, right, top, bottom.
+    px = torch.stack([torch.zeros_like(cx), torch.full_like(cx, w), cx, cx], dim=1)
+    py = torch.stack([cy, cy, torch.zeros_like(cy), torch.full_like(cy, h)], dim=1)
+    repeat = lambda t: t.repeat_interleave(4, dim=0)  # noqa: E731
+    dirs = camera_directions(px.flatten(), py.flatten(), repeat(intrinsics), repeat(distortion), repeat(fisheye))
+    angle = torch.acos((-dirs[:, 2]).clamp(-1.0, 1.0)).view(n, 4)
+    return angle.min(dim=1).values.clamp(max=MAX_FILL_HALF_ANGLE)
 
 
 def frame_rays(capture: Capture, frames: torch.Tensor, px: torch.Tensor, py: torch.Tensor,

@@ -9,7 +9,7 @@ import torch
 from capture_support import BOX_HALF, edited_copy, orbit, render_capture
 from conftest import engine
 
-from engine.captures import MIN_CAMERA_DISTANCE, OBJECT_EXTENT, ObjectFrame, describe, load_capture, read_cameras
+from engine.captures import MAX_FILL_HALF_ANGLE, MIN_CAMERA_DISTANCE, OBJECT_EXTENT, ObjectFrame, describe, load_capture, read_cameras
 from engine.errors import EngineError
 
 WORLD = ObjectFrame((5.0, -3.0, 2.0), 2.5)
@@ -39,6 +39,28 @@ def test_without_bounds_the_centre_is_where_the_axes_meet(tmp_path):
     # The half width of the view at the cameras' distance, in world units (radius 4 * 2.5, FOV 40).
     assert cap.frame.scale == pytest.approx(4 * WORLD.scale * math.tan(math.radians(20)), rel=1e-4)
     assert float(cap.c2w[:, :3, 3].norm(dim=-1).min()) >= MIN_CAMERA_DISTANCE - 1e-4
+
+
+def test_without_bounds_a_fisheye_view_is_sized_through_its_lens(tmp_path):
+    """The object is assumed to fill the view; a fisheye's half view is theta = r / f (here tan 20 degrees in
+    radians), not the pinhole's arctangent, and a lens of 90 degrees or more is capped at MAX_FILL_HALF_ANGLE."""
+    folder = render_capture(tmp_path / "c", n=6, size=16, frame=WORLD, bounds=False)
+
+    def fisheye(focal_scale):
+        def change(data, _):
+            data.update(camera_model="OPENCV_FISHEYE", k1=0.0, k2=0.0, k3=0.0, k4=0.0)
+            data["fl_x"] *= focal_scale
+            data["fl_y"] *= focal_scale
+        return change
+
+    cap = load_capture(edited_copy(folder, tmp_path / "fish", fisheye(1.0)))
+    assert cap.fisheye.all() and cap.frame.offset == pytest.approx(WORLD.offset, abs=1e-4)
+    assert cap.frame.scale == pytest.approx(4 * WORLD.scale * math.tan(math.tan(math.radians(20))), rel=1e-4)
+    # 8 px from the centre at f = 4 px: 2 rad (115 degrees) off the axis, whose tangent is negative. The assumed
+    # fill stops at 60 degrees, and the cameras' distance caps the size.
+    wide = load_capture(edited_copy(folder, tmp_path / "wide", fisheye(4 * math.tan(math.radians(20)) / 8)))
+    assert math.tan(MAX_FILL_HALF_ANGLE) > 0.5  # so MIN_CAMERA_DISTANCE decides
+    assert wide.frame.scale == pytest.approx(4 * WORLD.scale / MIN_CAMERA_DISTANCE, rel=1e-4)
 
 
 def test_nerf_synthetic_layout_with_extensionless_paths_and_a_test_split(tmp_path):
