@@ -134,6 +134,47 @@ class Follower:
             job.last_step = event["step"]
 
 
+BATCH_CANCEL = "cancelled by engine batch\n"
+"""What a cancelled batch writes in each job's cancel file: `batch --resume` removes those, and only those."""
+
+
+def earlier_run(job_dir: Path) -> tuple[str, int | None]:
+    """What the job folder's events.jsonl says of its last run (the lines from its last `started` on):
+    ("succeeded", step) when that run finished succeeded and every artifact it named is still there;
+    ("failed", step) when it finished failed (the job's own fault: run again from scratch);
+    ("unfinished", step) when it was cancelled, killed or lost (resumable from its checkpoint);
+    ("new", None) when the folder has no run."""
+    try:
+        lines = (job_dir / "events.jsonl").read_bytes().splitlines()
+    except OSError:
+        return "new", None
+    run: list[dict] = []
+    for raw in lines:
+        try:
+            event = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue  # a torn line after a crash
+        if not isinstance(event, dict):
+            continue
+        if event.get("event") == "started":
+            run = []
+        run.append(event)
+    if not run:
+        return "new", None
+    steps = [e["step"] for e in run if isinstance(e.get("step"), int)]
+    step = steps[-1] if steps else None
+    finished = next((e for e in reversed(run) if e.get("event") == "finished"), None)
+    status = finished.get("status") if finished else None
+    if status == "succeeded":
+        artifacts = [e.get("path") for e in run if e.get("event") == "artifact" and e.get("kind") != "checkpoint"]
+        if all(isinstance(a, str) and (job_dir / a).exists() for a in artifacts):
+            return "succeeded", step
+        return "failed", step  # its results were removed: make them again
+    if status == "failed":
+        return "failed", step
+    return "unfinished", step
+
+
 def checkpoint_on_disk(job_dir: Path) -> int | None:
     """The step of the checkpoint a resumed attempt will load, or None when there is none readable.
 
@@ -230,9 +271,11 @@ def make_backend(name: str, address: str | None, gpus_per_job: float):
 class Batch:
     """The driver: starts attempts while the backend has slots, follows events, retries lost jobs, cancels."""
 
-    def __init__(self, job_dirs: list[Path], backend, max_retries: int, output: Output) -> None:
+    def __init__(self, job_dirs: list[Path], backend, max_retries: int, output: Output,
+                 continue_batch: bool = False) -> None:
         self.jobs = [Job(Path(os.path.abspath(d))) for d in job_dirs]
         self.backend, self.max_retries, self.output = backend, max_retries, output
+        self.continue_batch = continue_batch
         self.follower = Follower(self.jobs, output)
         self.cancel_requests = 0
         self.cancelled = self.forced = False
@@ -248,9 +291,9 @@ class Batch:
             job.offset = events.stat().st_size if events.is_file() else 0
         self.output.emit("batch_started", backend=self.backend.name, jobs=[str(j.path) for j in self.jobs],
                          max_retries=self.max_retries, pid=os.getpid(), **self.backend.describe())
-        self.follower.start()
-        queue = list(self.jobs)  # (job, resume) to start, in order
         resume: dict[Path, bool] = {}
+        queue = self._continue(resume) if self.continue_batch else list(self.jobs)  # to start, in order
+        self.follower.start()
         try:
             while queue or any(j.handle is not None for j in self.jobs):
                 self._act_on_cancel(queue)
@@ -266,6 +309,31 @@ class Batch:
             self.follower.stop()
             self.backend.close()
         return self._summary(time.monotonic() - started)
+
+    def _continue(self, resume: dict) -> list[Job]:
+        """--resume: what each job's folder says of its last run decides what this batch does with it (see
+        earlier_run). Succeeded jobs end at once, attempts 0; the others are queued, resuming where a checkpoint
+        of an unfinished run is. The cancel files a cancelled batch wrote are removed first."""
+        queue = []
+        for job in self.jobs:
+            cancel = job.path / "cancel"
+            try:
+                if cancel.read_text(encoding="utf-8") == BATCH_CANCEL:
+                    cancel.unlink()
+            except (OSError, UnicodeDecodeError):
+                pass  # none, or the user's own cancel file: it stays, and the job ends cancelled
+            status, step = earlier_run(job.path)
+            if status == "succeeded":
+                job.last_step = step
+                job.summary = {"job_dir": str(job.path), "status": "succeeded", "kind": None,
+                               "message": "succeeded in an earlier run: not run again", "attempts": 0, "step": step}
+                self.output.emit("job_ended", **job.summary)
+                continue
+            if status == "unfinished":
+                job.checkpoint_step = checkpoint_on_disk(job.path)
+                resume[job.path] = job.checkpoint_step is not None
+            queue.append(job)
+        return queue
 
     def _running(self) -> int:
         return sum(j.handle is not None for j in self.jobs)
@@ -307,7 +375,7 @@ class Batch:
             for job in self.jobs:
                 if job.summary is None:
                     try:
-                        (job.path / "cancel").write_text("cancel\n", encoding="utf-8")
+                        (job.path / "cancel").write_text(BATCH_CANCEL, encoding="utf-8")
                     except OSError:
                         pass  # a folder that is gone: its attempt fails on its own
             for job in queue:  # never started: nothing to wait for
@@ -338,7 +406,7 @@ class Batch:
 
 
 def batch_command(job_dirs: list[Path], backend: str = "local", address: str | None = None,
-                  gpus_per_job: float = 1, max_retries: int = 3) -> int:
+                  gpus_per_job: float = 1, max_retries: int = 3, continue_batch: bool = False) -> int:
     """The `batch` subcommand: returns its exit code (BATCH_EXIT_CODES).
 
     Raises EngineError (kind invalid_job, exit code 2) for a JOB_DIR that is not a folder, before anything
@@ -352,7 +420,7 @@ def batch_command(job_dirs: list[Path], backend: str = "local", address: str | N
     if len({os.path.abspath(d) for d in job_dirs}) < len(job_dirs):
         raise EngineError("invalid_job", "a job folder is given twice", "give each job folder once")
     out = Output(claim_stdout())  # before Ray is imported: it prints
-    batch = Batch(job_dirs, make_backend(backend, address, gpus_per_job), max_retries, out)
+    batch = Batch(job_dirs, make_backend(backend, address, gpus_per_job), max_retries, out, continue_batch)
     # After the backend started: ray.init installs a SIGTERM handler of its own in the driver.
     previous = {sig: signal.signal(sig, batch.request_cancel) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
@@ -379,6 +447,12 @@ A job that fails for its own reasons (invalid_job, model_missing, diverged, ...)
 SIGINT or SIGTERM cancels the batch: each job's cancel file is written, running jobs stop within a step
 and keep their checkpoint, jobs not yet started do not start; a second signal kills the engines. The
 cancel files stay (delete one and `python -m engine run --resume JOB_DIR` continues that job).
+
+--resume continues a batch that was cancelled or whose submitter died, from what each job folder says of
+its last run (events.jsonl): a job that succeeded (its results still there) is not run again (job_ended
+with attempts 0); one that was cancelled, killed or lost resumes from its checkpoint (or starts afresh
+without one); one that failed, or never ran, starts afresh. The cancel files a cancelled batch wrote are
+removed; a cancel file of your own stays, and its job ends cancelled.
 
 Ray: every node must see the job folders at the same path (a shared job root on NFS or SMB) and run the
 engine environment with this checkout at the same path. Paths in job.json are relative to the job folder.
@@ -414,9 +488,14 @@ def add_batch(sub) -> None:
     p.add_argument("--max-retries", type=_at_least_zero(int), default=3,
                    help="retries of a job whose engine or worker died (default 3)")
 
+    p.add_argument("--resume", action="store_true",
+                   help="continue an earlier batch of these folders: skip the jobs that succeeded, resume the "
+                        "interrupted ones from their checkpoints")
+
     def handler(args) -> int:
         if args.backend != "ray" and args.address is not None:
             p.error("--address needs --backend ray")
-        return batch_command(args.job_dirs, args.backend, args.address, args.gpus_per_job, args.max_retries)
+        return batch_command(args.job_dirs, args.backend, args.address, args.gpus_per_job, args.max_retries,
+                             args.resume)
 
     p.set_defaults(handler=handler)

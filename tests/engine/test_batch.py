@@ -8,10 +8,11 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
-from engine.batch.driver import BATCH_EXIT_CODES, Batch, Ended, Job, Output, judge
+from engine.batch.driver import BATCH_CANCEL, BATCH_EXIT_CODES, Batch, Ended, Job, Output, judge
 from engine.jobs.run import run_job
 from engine.spec import load_job
 from conftest import ROOT, engine, engine_env, read_events, write_job
@@ -120,6 +121,24 @@ def test_sigterm_cancels_every_job_through_its_cancel_file(tmp_path, tiny_models
     summary = stream[-1]
     assert summary["status"] == "cancelled" and summary["counts"] == {"succeeded": 0, "failed": 0, "cancelled": 2}
     assert [(e["status"], e["attempts"]) for e in summary["jobs"]] == [("cancelled", 1), ("cancelled", 0)]
+    # --resume continues the batch: the batch's cancel files go, the cancelled job resumes from its checkpoint
+    # and the other starts afresh (both given a few steps more, a change --resume allows).
+    kept = finished[0]["step"]
+    write_job(first, tiny_models, steps=kept + 3)
+    write_job(second, tiny_models, steps=3)
+    out = engine("batch", "--resume", first, second)
+    stream = [json.loads(line) for line in out.stdout.splitlines()]
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert [(e["job_dir"], e["resume"], e["from_step"]) for e in stream if e["event"] == "job_submitted"] == [
+        (str(first), True, kept), (str(second), False, 0)]
+    assert f"resumed from step {kept}" in [e.get("message") for e in stream if e.get("job_dir") == str(first)]
+    assert not (first / "cancel").exists() and not (second / "cancel").exists()
+    assert [(e["status"], e["step"]) for e in stream[-1]["jobs"]] == [("succeeded", kept + 3), ("succeeded", 3)]
+    # Once more: both succeeded, their results are there, and nothing runs.
+    again = engine("batch", "--resume", first, second)
+    stream = [json.loads(line) for line in again.stdout.splitlines()]
+    assert again.returncode == 0 and not any(e["event"] in ("job_submitted", "started") for e in stream)
+    assert [(e["status"], e["attempts"]) for e in stream[-1]["jobs"]] == [("succeeded", 0), ("succeeded", 0)]
 
 
 def test_the_engine_dies_with_the_batch_that_started_it(tmp_path, tiny_models):
@@ -151,8 +170,6 @@ def test_the_engine_dies_with_the_batch_that_started_it(tmp_path, tiny_models):
                                                                  "was there)")),
 ])
 def test_an_attempt_is_judged_by_its_finished_event_then_its_exit(finished, error, ended, expected):
-    from pathlib import Path
-
     job = Job(Path("/j"), finished=finished, error=error)
     assert judge(job, ended) == expected
 
@@ -245,6 +262,49 @@ def test_a_checkpoint_left_by_an_earlier_run_is_not_resumed_by_a_fresh_attempt(t
     assert code == 0 and starts == [False, False]
     lost = next(e for e in stream if e["event"] == "job_lost")
     assert lost["retry"] and lost["resume_from_step"] is None
+
+
+def test_resume_decides_from_each_folders_last_run(tmp_path):
+    """batch --resume: succeeded with its results -> not run; cancelled (or killed) -> resumed from its
+    checkpoint; failed, succeeded without its results, or never run -> afresh. Only the last run counts (the
+    lines from its `started` on), and only a batch's own cancel file is removed."""
+    folders = {name: tmp_path / name for name in ("done", "cancelled", "killed", "failed", "lost_results", "new",
+                                                   "rerun_cut")}
+    for folder in folders.values():
+        folder.mkdir()
+    (folders["done"] / "result").mkdir()
+    (folders["done"] / "result" / "mesh.npz").write_bytes(b"mesh")
+    append_events(folders["done"], {"event": "started"}, {"event": "artifact", "kind": "mesh",
+                                                          "path": "result/mesh.npz", "step": 8},
+                  {"event": "finished", "status": "succeeded", "step": 8})
+    append_events(folders["cancelled"], {"event": "started"},
+                  {"event": "artifact", "kind": "checkpoint", "path": "checkpoints/latest.json", "step": 4},
+                  {"event": "finished", "status": "cancelled", "step": 5})
+    write_latest(folders["cancelled"], 5)
+    (folders["cancelled"] / "cancel").write_text(BATCH_CANCEL)
+    append_events(folders["killed"], {"event": "started"}, {"event": "progress", "step": 7})
+    write_latest(folders["killed"], 6)
+    (folders["killed"] / "cancel").write_text("mine\n")  # the user's: it stays
+    append_events(folders["failed"], {"event": "started"}, {"event": "finished", "status": "failed", "step": 2})
+    write_latest(folders["failed"], 2)
+    append_events(folders["lost_results"], {"event": "started"}, {"event": "artifact", "kind": "mesh",
+                                                                  "path": "result/mesh.npz"},
+                  {"event": "finished", "status": "succeeded", "step": 8})
+    # Succeeded once, then a second run that was cut before it finished: that run is the one to continue.
+    append_events(folders["rerun_cut"], {"event": "started"}, {"event": "finished", "status": "succeeded",
+                                                               "step": 8}, {"event": "started"})
+    out = io.StringIO()
+    batch = Batch(list(folders.values()), ScriptedBackend([]), 3, Output(out), continue_batch=True)
+    resume = {}
+    queue = batch._continue(resume)
+    assert [j.path.name for j in queue] == ["cancelled", "killed", "failed", "lost_results", "new", "rerun_cut"]
+    assert {p.name: r for p, r in resume.items()} == {"cancelled": True, "killed": True, "rerun_cut": False}
+    assert [(j.path.name, j.checkpoint_step) for j in queue if resume.get(j.path)] == [("cancelled", 5),
+                                                                                      ("killed", 6)]
+    ended = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [(e["event"], Path(e["job_dir"]).name, e["status"], e["attempts"], e["step"]) for e in ended] == [
+        ("job_ended", "done", "succeeded", 0, 8)]
+    assert not (folders["cancelled"] / "cancel").exists() and (folders["killed"] / "cancel").read_text() == "mine\n"
 
 
 def test_paths_in_job_json_are_relative_to_the_job_folder(tmp_path, tiny_models):
