@@ -66,6 +66,7 @@ class TimeBudget:
         self._step_began = started
         self._phase: str | None = None
         self._new_phase = False
+        self.reserved_at = started
 
     def begin(self, now: float) -> None:
         """The first step starts now (the time before it went into building the method)."""
@@ -120,6 +121,15 @@ class TimeBudget:
         self.fitted_at = now
         return Fit(fit, done, rate, left, refit)
 
+    def reserve_due(self, now: float) -> bool:
+        """Whether the reserve is a window old: the end of the run is cheaper once training has emptied space
+        (the held-out renders and the export skip it), so the loop estimates it again (end_cost, live)."""
+        return now - self.reserved_at >= self.window_s
+
+    def set_reserve(self, reserve_s: float, now: float) -> None:
+        """A new estimate of the end of the run; the plan follows at the next refit (stop_by moves with it)."""
+        self.reserve_s, self.reserved_at = reserve_s, now
+
     def must_stop(self, now: float) -> bool:
         """Whether another step (as long as the last one) would run into the reserve."""
         return now + self.last_step_s > self.deadline - self.reserve_s
@@ -160,12 +170,14 @@ def end_cost(method, spec, device) -> dict[str, float]:
     return {**costs, "total": SAFETY * sum(costs.values()), "query_us": query_s * 1e6}
 
 
-# end_cost's model, measured on a 2-core CPU with a hash-grid field (tests/engine/capture_support's box):
-# export at 256 took 16 s, of which 7 s field queries (the coarse 64^3 lattice and ~13% of 256^3 near the
-# surface) and ~9 s numpy stages (cavity fill, marching cubes, decimation, writing) over the 258^3 grid.
+# end_cost's model, measured on a 2-core CPU with a hash-grid field: field queries on the coarse 64^3 lattice
+# and ~13% of 256^3 near the surface (tests/engine/capture_support's box), then the numpy stages over the 258^3
+# grid (cavity fill, marching cubes, cleanup, decimation, vertex colours, writing). Those took 9 s when first
+# measured; in the bench_reconstruct runs of 2026-11-30 they took 0.7 s (synthetic360), 0.9 s (synthetic8) and
+# 2.5 s (photo, decimated from 250k faces): CELL_S is the slowest of these per cell.
 QUERY_POINTS = 65536
 REFINE_SHARE = 0.13
-CELL_S = 5.5e-7
+CELL_S = 1.5e-7
 FACES_PER_RES2 = 12.0
 UNWRAP_S_PER_FACE = 1.7e-3  # xatlas: 413 s for 250k faces on that CPU
 WRITE_BYTES_S = 100e6

@@ -189,6 +189,8 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
             # 6. The time budget's plan, then events, previews and checkpoints on their schedules.
             fit, cut = None, False
             if budget:
+                if budget.reserve_due(now):  # once a window: the end gets cheaper as training empties space
+                    budget.set_reserve(end_cost(method, spec, device)["total"], now)
                 fit, cut = _follow_budget(budget, method, fits, done, now, method.phase(step).name)
             total_steps = done if cut else method.total_steps
             if now - last_progress >= 0.25 or done >= total_steps or done == start + 1 or fit is not None:

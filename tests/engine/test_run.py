@@ -505,3 +505,20 @@ def test_time_budget_wins_back_steps_that_got_faster():
     assert fits and total > 1000
     assert t >= budget.stop_by - 5.0  # before the fix: the plan ended at ~180 s of its 254.5
     assert not budget.must_stop(t - 0.1)
+
+
+def test_time_budget_gives_a_smaller_reserve_to_the_steps():
+    """The reserve is estimated again once a window (reserve_due); the end of the run got cheaper as training
+    emptied space (CPU synthetic8: 36 s reserved, 3.7 s taken), and the plan takes the freed time."""
+    budget = TimeBudget(300.0, started=0.0, reserve_s=36.0, cap=100000)
+    budget.begin(3.0)
+    done, total, t, fits = steps_at(budget, 0, 100000, 3.0, 1.0, until=20.0)
+    assert fits and not budget.reserve_due(t)
+    first_end = budget.stop_by
+    done, total, t, fits = steps_at(budget, done, total, t, 1.0, until=31.0)
+    assert budget.reserve_due(t)  # a window (30 s) after the start
+    budget.set_reserve(6.0, t)
+    assert budget.stop_by == pytest.approx(first_end + 30.0) and not budget.reserve_due(t + 29.0)
+    done, total, t, fits = steps_at(budget, done, total, t, 1.0, until=300.0)
+    assert fits and fits[-1].refit and t >= budget.stop_by - 5.0 and t > first_end + 25.0
+    assert not budget.must_stop(t - 1.0)

@@ -162,11 +162,14 @@ class Reconstruct(Method):
         return {"background": self.background_field is not None}
 
     def evaluation_queries(self) -> int:
-        # Held-out frames: every pixel, at most samples_per_ray marching samples (fewer where the grid is empty)
-        # plus the background's.
+        # Held-out frames: every pixel, samples_per_ray marching samples of which only those in occupied cells
+        # reach the field (the grid's occupied share: all of it before training, a few percent once the object
+        # has formed; measured 13 s estimated against about 1 s taken when it was left out), plus the background's.
         h, w = self.capture.size
         background = self.spec.options.background_samples if self.background_field is not None else 0
-        return int(self.capture.test.sum()) * h * w * (self.spec.render.samples_per_ray + background)
+        grid = self.empty_space.grid
+        share = 1.0 if grid is None else grid.fraction
+        return int(int(self.capture.test.sum()) * h * w * (self.spec.render.samples_per_ray * share + background))
 
     def photometric(self, field, n: int, generator: torch.Generator) -> tuple[dict, dict]:
         """Render n random training rays; MSE against the photos and the opacity entropy."""
