@@ -168,10 +168,7 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
         if spec.budget_s is not None:
             cost = end_cost(method, spec, device)
             budget = TimeBudget(spec.budget_s, run_started, cost["total"], cap=method.total_steps)
-            log.info("budget %g s: %.1f s reserved for the end of the run (export %.1f s, evaluation %.1f s, "
-                     "checkpoint %.1f s, process exit %.1f s, with a margin), %.1f s gone on start-up", spec.budget_s,
-                     cost["total"], cost["export"], cost["evaluation"], cost["checkpoint"], cost["process"],
-                     time.monotonic() - run_started)
+            _log_reserve(spec.budget_s, cost, f", {time.monotonic() - run_started:.1f} s gone on start-up")
         t0, last_progress, timed_steps, step, cut = time.monotonic(), 0.0, 0, start, False
         first_step_end = None  # the first step carries warm-up costs: step_s leaves it out
         if budget:
@@ -190,7 +187,9 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
             fit, cut = None, False
             if budget:
                 if budget.reserve_due(now):  # once a window: the end gets cheaper as training empties space
-                    budget.set_reserve(end_cost(method, spec, device)["total"], now)
+                    cost = end_cost(method, spec, device)
+                    budget.set_reserve(cost["total"], now)
+                    _log_reserve(spec.budget_s, cost)
                 fit, cut = _follow_budget(budget, method, fits, done, now, method.phase(step).name)
             total_steps = done if cut else method.total_steps
             if now - last_progress >= 0.25 or done >= total_steps or done == start + 1 or fit is not None:
@@ -248,6 +247,12 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
     finally:
         cancel.restore()
         events.close()
+
+
+def _log_reserve(budget_s: float, cost: dict, extra: str = "") -> None:
+    log.info("budget %g s: %.1f s reserved for the end of the run (export %.1f s, evaluation %.1f s, checkpoint "
+             "%.1f s, process exit %.1f s, with a margin)%s", budget_s, cost["total"], cost["export"],
+             cost["evaluation"], cost["checkpoint"], cost["process"], extra)
 
 
 def _follow_budget(budget, method, fits: list, done: int, now: float, phase: str):
