@@ -101,6 +101,19 @@ class JobHandle:
         if self._job:
             MANAGER.cancel(self._job)
 
+    def resume(self, *, wait: bool = False, timeout: float | None = None) -> JobHandle:
+        """Queue a cancelled job (or one whose engine crashed) again, to continue from its last checkpoint.
+
+        Raises ValueError naming why it cannot be (still running, succeeded, failed for its own reasons, ran in
+        a cluster batch, folder gone). Returns self; wait=True drives it to its end as generate(wait=True) does.
+        """
+        why = "it was never started" if self._job is None else MANAGER.resume(self._job)
+        if why:
+            raise ValueError(f"cannot resume {self.title!r}: {why}")
+        if wait:
+            self.wait(timeout)
+        return self
+
     def __repr__(self) -> str:
         return f"<Text3D job {self.prompt!r} {self.status}>"
 

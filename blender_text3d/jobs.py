@@ -60,6 +60,8 @@ class Job:
     """The latest preview image, loaded for the panel."""
     messages: list = field(default_factory=list)
     """Notes for the panel (e.g. a preview mesh that could not be read)."""
+    resume: bool = False
+    """Start the engine with --resume (JobManager.resume): continue from the job folder's checkpoint."""
 
     @property
     def prompt(self) -> str:
@@ -160,6 +162,25 @@ class JobManager:
         elif job.status == "running":
             job.run.cancel()
 
+    def resume(self, job: Job) -> str | None:
+        """Queue a cancelled job (or one whose engine crashed) again, at the end of the queue, to continue from
+        its folder's last checkpoint (from the start when it stopped before one); returns why it cannot be, or
+        None. The cancel file that stopped it is removed."""
+        why = resume_refusal(job)
+        if why:
+            return why
+        try:
+            (job.job_dir / "cancel").unlink(missing_ok=True)
+        except OSError as exc:
+            return f"its cancel file cannot be removed ({exc.strerror or exc}): {job.job_dir / 'cancel'}"
+        job.resume = (job.job_dir / "checkpoints" / "latest.json").is_file()
+        job.status, job.error, job.run, job.messages, job.preview_mesh_step = "queued", None, None, [], -1
+        self.jobs.remove(job)
+        self.jobs.append(job)
+        self.tick()
+        ensure_timer()
+        return None
+
     def stop_all(self) -> None:
         """Cancel everything and wait for the engine to exit (file load, quit, unregister)."""
         for batch in {id(j.run.batch): j.run.batch for j in self.running_jobs if on_cluster(j)}.values():
@@ -193,7 +214,8 @@ class JobManager:
     def _start(self, job: Job) -> None:
         job.status = "running"
         job.run = EngineRun(job.engine_python, job.job_dir, engine_root=job.engine_root,
-                            cancel_grace_s=job.cancel_grace_s, prepare=_read_preview_mesh(job.job_dir))
+                            cancel_grace_s=job.cancel_grace_s, prepare=_read_preview_mesh(job.job_dir),
+                            resume=job.resume)
         job.run.start()
 
     def _show_progress(self, job: Job, events: list[dict]) -> None:
@@ -253,6 +275,27 @@ class JobManager:
                          "hint": "The engine said it succeeded but its mesh cannot be read; see the job folder"}
             return
         undo_push(f"Text3D: {job.title}")
+
+
+RESUMABLE_ERRORS = ("engine_crashed",)
+"""Error kinds of a failed job worth resuming as it was: its engine died (killed, out of the machine's memory)
+rather than the job being wrong (invalid_job, model_missing, diverged: the same settings fail again)."""
+
+
+def resume_refusal(job: Job) -> str | None:
+    """Why `job` cannot be resumed from the panel, or None: it must have ended cancelled (or with its engine
+    crashed), on this machine, its folder still there."""
+    if not job.done:
+        return "it has not ended"
+    if on_cluster(job):
+        return "it ran in a cluster batch: continue the batch with `python -m engine batch --resume`"
+    if job.status == "succeeded":
+        return "it has already succeeded"
+    if job.status == "failed" and (job.error or {}).get("kind") not in RESUMABLE_ERRORS:
+        return f"it failed ({(job.error or {}).get('kind')}): the same settings would fail again; start a new job"
+    if not (job.job_dir / "job.json").is_file():
+        return f"its job folder {job.job_dir} is gone or has no job.json"
+    return None
 
 
 def on_cluster(job: Job) -> bool:

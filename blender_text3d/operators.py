@@ -258,6 +258,27 @@ class TEXT3D_OT_cancel(bpy.types.Operator):
         return {"FINISHED"}
 
 
+class TEXT3D_OT_resume(bpy.types.Operator):
+    """Continue a cancelled job from its last checkpoint (from the start when it stopped before one)"""
+
+    bl_idname = "text3d.resume"
+    bl_label = "Resume"
+
+    job_id: IntProperty(name="Job", description="Job number", options={"SKIP_SAVE"})
+
+    def execute(self, context):
+        job = MANAGER.find(self.job_id)
+        if job is None:
+            self.report({"WARNING"}, "Text3D: that job is no longer listed")
+            return {"CANCELLED"}
+        why = MANAGER.resume(job)
+        if why:
+            self.report({"WARNING"}, f"Text3D: cannot resume {job.title!r}: {why}")
+            return {"CANCELLED"}
+        redraw()
+        return {"FINISHED"}
+
+
 class TEXT3D_OT_import_job(bpy.types.Operator):
     """Import the mesh of a finished job folder at the 3D cursor (a restyled capture where the capture was)"""
 
@@ -401,6 +422,6 @@ class TEXT3D_OT_clear_finished(bpy.types.Operator):
 
 
 classes = (TEXT3D_OT_generate, TEXT3D_OT_restyle, TEXT3D_OT_capture_selected, TEXT3D_OT_import_capture,
-           TEXT3D_OT_cancel, TEXT3D_OT_import_job, TEXT3D_OT_check_engine,
+           TEXT3D_OT_cancel, TEXT3D_OT_resume, TEXT3D_OT_import_job, TEXT3D_OT_check_engine,
            TEXT3D_OT_clear_finished, TEXT3D_OT_install_engine, TEXT3D_OT_refresh_models, TEXT3D_OT_download_model,
            TEXT3D_OT_cancel_task)

@@ -160,10 +160,11 @@ class EngineRun:
     def __init__(self, engine_python: str | os.PathLike, job_dir: str | os.PathLike, *,
                  engine_root: str | os.PathLike | None = None,
                  cancel_grace_s: float = 15.0, terminate_grace_s: float = 5.0,
-                 prepare: Callable[[dict], None] | None = None) -> None:
+                 prepare: Callable[[dict], None] | None = None, resume: bool = False) -> None:
         self.engine_python = str(engine_python or "")
         self.job_dir = Path(job_dir)
         self.engine_root = engine_root
+        self.resume = resume  # `run --resume`: continue from the job folder's checkpoint
         # The engine stops within one step of seeing the cancel file; a slow step on a
         # small GPU can take seconds, so terminate only after a generous grace.
         self.cancel_grace_s = cancel_grace_s
@@ -214,7 +215,7 @@ class EngineRun:
         try:
             with stderr:
                 self._proc = subprocess.Popen(
-                    engine_command(self.engine_python, "run", self.job_dir),
+                    engine_command(self.engine_python, "run", self.job_dir, *(["--resume"] if self.resume else [])),
                     cwd=self.job_dir,  # never a checkout: `-m engine` would pick up its engine/
                     env=child_env(self.engine_root), stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=stderr, shell=False,

@@ -9,7 +9,7 @@ import textwrap
 import bpy
 
 from . import api, captures, estimate, jobspec, paths, props, tokens
-from .jobs import MANAGER
+from .jobs import MANAGER, resume_refusal
 from .setup import SETUP
 
 STATUS_ICONS = {"queued": "SORTTIME", "running": "PLAY", "succeeded": "CHECKMARK",
@@ -251,6 +251,8 @@ def _draw_finished(layout, job) -> None:
     row.label(text=job.title, icon=STATUS_ICONS.get(job.status, "QUESTION"))
     if job.job_dir is not None:
         row.operator("wm.path_open", text="", icon="FILE_FOLDER").filepath = str(job.job_dir)
+    if resume_refusal(job) is None:
+        row.operator("text3d.resume", text="", icon="PLAY").job_id = job.id
     if job.error:
         _wrapped(box, f"{job.error.get('kind', 'error')}: {job.error.get('message', '')}")
         if job.error.get("hint"):

@@ -1,6 +1,7 @@
 """The add-on in real headless Blender (bpy module), against the fake engine."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -142,6 +143,43 @@ def test_cancel_adds_nothing_and_stops_the_engine(generate, fake):
     assert new_objects(before) == []  # the preview object went too
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_a_cancelled_job_resumes_from_its_checkpoint_from_the_panel(generate, fake):
+    """Resume (the panel's play button on a cancelled job): the engine runs with --resume from the step its
+    cancel kept, the job goes to the end of the queue, and the result is imported. Jobs that must not be
+    resumed say why."""
+    fake(step_s=0.02)
+    before = set(bpy.data.objects)
+    handle = generate("a paused teapot", steps=60)
+    drive(handle, until=lambda h: h.progress[0] >= 5)
+    handle.cancel()
+    drive(handle, timeout=20)
+    assert handle.status == "cancelled" and (handle.job_dir / "cancel").is_file()
+    kept = json.loads((handle.job_dir / "checkpoints" / "latest.json").read_text())["step"]
+    assert kept >= 5
+    waiting = generate("a waiting cup", steps=200)  # runs now; the resumed job queues behind it
+    assert bpy.ops.text3d.resume(job_id=handle._job.id) == {"FINISHED"}
+    assert handle.status == "queued" and MANAGER.queued == [handle._job] and not (handle.job_dir / "cancel").exists()
+    with pytest.raises(ValueError, match="has not ended"):
+        waiting.resume()
+    waiting.cancel()
+    drive(handle, timeout=30)
+    assert handle.status == "succeeded" and handle.result is not None
+    assert new_objects(before) == [handle.result]
+    lines = [json.loads(line) for line in (handle.job_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["resume"] for e in lines if e["event"] == "started"] == [False, True]
+    assert f"resumed from step {kept}" in [e.get("message") for e in lines]
+    assert [e["step"] for e in lines if e["event"] == "progress"][-(60 - kept):] == list(range(kept + 1, 61))
+    # A succeeded job, one that failed for its own reasons and one still running are refused, by name.
+    with pytest.raises(ValueError, match="already succeeded"):
+        handle.resume()
+    fake(mode="error", error_kind="model_missing")
+    failed = generate("a missing model")
+    drive(failed)
+    with pytest.raises(ValueError, match=r"failed \(model_missing\): the same settings would fail again"):
+        failed.resume()
+    assert bpy.ops.text3d.resume(job_id=failed._job.id) == {"CANCELLED"}
 
 
 def test_killed_engine_is_an_error_with_a_message(generate):

@@ -217,6 +217,16 @@ def test_real_engine_cancel(real):
     assert events(handle)[-1]["event"] == "finished" and events(handle)[-1]["status"] == "cancelled"
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+    # Resume: the real engine continues from the checkpoint its cancel kept (given two steps more, a change
+    # --resume allows) and the object is imported.
+    kept = events(handle)[-1]["step"]
+    spec = json.loads((handle.job_dir / "job.json").read_text())
+    (handle.job_dir / "job.json").write_text(json.dumps({**spec, "steps": kept + 2}))
+    handle.resume()
+    drive(handle, timeout=180)
+    assert handle.status == "succeeded" and [o for o in bpy.data.objects if o not in before] == [handle.result]
+    assert f"resumed from step {kept}" in [e.get("message") for e in events(handle)]
+    assert events(handle)[-1]["step"] == kept + 2
 
 
 def test_real_engine_error_reaches_the_handle(real, tmp_path):

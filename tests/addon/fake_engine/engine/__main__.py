@@ -14,6 +14,7 @@ object) steers it, so job.json stays exactly what the add-on wrote:
 engine/batch/driver.py's stream: each job's events tagged with its job_dir, job_submitted / job_ended /
 batch_finished; SIGTERM writes every cancel file. batch_mode "unavailable" fails it as Ray missing does;
 argv_file: where it writes its argv.
+`run JOB_DIR --resume` continues from the step its cancel wrote in checkpoints/latest.json.
 `models list --json` and `models download NAME` answer as engine/models/commands.py does;
 cache: a folder where downloads leave a marker that `list` then reports as present;
 chunks: progress updates of a download ("error" mode fails it after them).
@@ -186,7 +187,7 @@ def main(argv):
         return 0
     if argv[:1] == ["models"]:
         return models(argv, fake)
-    assert argv[0] == "run", argv
+    assert argv[0] == "run" and set(argv[2:]) <= {"--resume"}, argv
     job_dir = Path(argv[1])
     job = json.loads((job_dir / "job.json").read_text())
     mode = fake.get("mode", "ok")
@@ -208,9 +209,13 @@ def main(argv):
     inputs = job.get("inputs", {})
     if job["method"] in ("nerf_art", "latent_edit") and "source_job" not in inputs:
         steps += job.get("options", {}).get("reconstruct_steps", 2000)
-    emit(event="started", method=job["method"], steps=steps, device="cpu", engine="fake")
+    checkpoint = job_dir / "checkpoints" / "latest.json"
+    resumed = json.loads(checkpoint.read_text())["step"] if "--resume" in argv else 0
+    emit(event="started", method=job["method"], steps=steps, device="cpu", engine="fake", resume=resumed > 0)
     log.write("fake engine started\n")
     log.flush()
+    if resumed:
+        emit(event="log", level="info", message=f"resumed from step {resumed}")
     if mode == "garbage":
         print("this is not json", flush=True)
         print("[1, 2, 3]", flush=True)
@@ -232,10 +237,12 @@ def main(argv):
             return 3
     (job_dir / "previews").mkdir(exist_ok=True)
     start = time.monotonic()
-    for step in range(1, steps + 1):
+    for step in range(resumed + 1, steps + 1):
         time.sleep(fake.get("step_s", 0.01))
         if cancelled():
-            emit(event="finished", status="cancelled")
+            checkpoint.parent.mkdir(exist_ok=True)  # the steps taken, as the engine's checkpoint on a cancel
+            checkpoint.write_text(json.dumps({"step": step - 1}))
+            emit(event="finished", status="cancelled", step=step - 1)
             return 8
         elapsed = time.monotonic() - start
         emit(event="progress", step=step, total=steps, elapsed_s=elapsed,
