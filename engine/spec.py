@@ -164,6 +164,30 @@ class JobSpec:
         return _to_jsonable(self)
 
 
+# Job keys that may change between a run and its --resume: they do not alter the optimisation (a budget only
+# shortens it; the resumed run keeps the schedule the checkpoint recorded).
+RESUMABLE_CHANGES = ("steps", "device", "export", "preview_every", "checkpoint_every", "preview_mesh_every",
+                     "budget_s")
+
+
+def job_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
+    """The job keys that differ between a checkpoint's job (`saved`, as checkpoints/latest.json holds it) and
+    the job now (`current`, JobSpec.to_dict()): [(key, saved value, current value)], sorted by key. Checkpoints
+    of older engines saved the job in its old layout (flat options): both are compared as today's parser reads
+    them."""
+    try:
+        saved = parse_job(saved).to_dict()
+    except EngineError:
+        pass
+    return [(key, saved.get(key), current.get(key)) for key in sorted(set(saved) | set(current))
+            if saved.get(key) != current.get(key)]
+
+
+def changes_refusing_resume(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
+    """job_changes outside RESUMABLE_CHANGES: [] when `run --resume` may continue from that checkpoint."""
+    return [change for change in job_changes(saved, current) if change[0] not in RESUMABLE_CHANGES]
+
+
 def load_job(job_dir: Path) -> JobSpec:
     """Read and validate JOB_DIR/job.json."""
     path = Path(job_dir) / "job.json"

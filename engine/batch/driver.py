@@ -4,7 +4,7 @@ The driver is the same for every backend. A backend starts attempts (one `python
 each, engine/batch/process.py) and says when each ended; the driver follows every job's events.jsonl,
 re-emits its new lines on stdout tagged with the job, decides what an ended attempt means (succeeded,
 failed for the job's own reasons, cancelled, or lost with its worker) and retries what was lost.
-Standard library only: the `local` backend never imports Ray.
+Standard library and the job parser only: the `local` backend never imports Ray (nor torch).
 """
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import EXIT_CODES, EngineError
+from ..spec import changes_refusing_resume, job_changes, load_job
 from .backend import BATCH_EXIT_CODES, Ended
 
 LOST = "worker_lost"
@@ -70,6 +71,8 @@ class Job:
     handle: object = None
     """The backend's handle of the running attempt."""
     history: list = field(default_factory=list)
+    reason: str | None = None
+    """Why the next attempt starts where it does (batch --resume), for its job_submitted."""
 
 
 class Follower:
@@ -140,10 +143,9 @@ BATCH_CANCEL = "cancelled by engine batch\n"
 
 def earlier_run(job_dir: Path) -> tuple[str, int | None]:
     """What the job folder's events.jsonl says of its last run (the lines from its last `started` on):
-    ("succeeded", step) when that run finished succeeded and every artifact it named is still there;
-    ("failed", step) when it finished failed (the job's own fault: run again from scratch);
-    ("unfinished", step) when it was cancelled, killed or lost (resumable from its checkpoint);
-    ("new", None) when the folder has no run."""
+    "succeeded" (finished so, every artifact it named still there), "results_missing" (finished so, some of
+    them removed since), "failed" (the job's own fault), "unfinished" (cancelled, killed or lost), or "new"
+    (no run); with the last step it reported."""
     try:
         lines = (job_dir / "events.jsonl").read_bytes().splitlines()
     except OSError:
@@ -167,12 +169,52 @@ def earlier_run(job_dir: Path) -> tuple[str, int | None]:
     status = finished.get("status") if finished else None
     if status == "succeeded":
         artifacts = [e.get("path") for e in run if e.get("event") == "artifact" and e.get("kind") != "checkpoint"]
-        if all(isinstance(a, str) and (job_dir / a).exists() for a in artifacts):
-            return "succeeded", step
-        return "failed", step  # its results were removed: make them again
+        there = all(isinstance(a, str) and (job_dir / a).exists() for a in artifacts)
+        return ("succeeded" if there else "results_missing"), step
     if status == "failed":
         return "failed", step
     return "unfinished", step
+
+
+# What a changed job.json means for a job that succeeded: more (or fewer) steps continue from its final
+# checkpoint, other export settings export again from it; the other resumable keys change nothing of a result.
+RESULT_KEYS = ("steps", "export")
+
+
+def continue_plan(job_dir: Path) -> tuple[str, int | None, str]:
+    """What `batch --resume` does with a job folder: ("skip", step, why) for a job that succeeded as its
+    job.json still asks, ("resume", checkpoint step, why) for one to continue from its checkpoint (interrupted,
+    results removed, or given more steps or other export settings since), ("afresh", None, why) otherwise (never
+    run, failed, no checkpoint, or job.json changed in a key --resume cannot take, such as the seed)."""
+    status, step = earlier_run(job_dir)
+    if status == "new":
+        return "afresh", None, "it has not run yet"
+    if status == "failed":
+        return "afresh", None, "its last run failed"
+    try:
+        meta = json.loads((job_dir / "checkpoints" / "latest.json").read_text(encoding="utf-8"))
+        saved, kept = meta["job"], meta["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        if status == "succeeded":  # a checkpoint deleted by hand: the result stands
+            return "skip", step, "succeeded in an earlier run (no checkpoint to compare its job.json with)"
+        return "afresh", None, "its last run left no checkpoint"
+    try:
+        current = load_job(job_dir).to_dict()
+    except EngineError:
+        return "afresh", None, "its job.json is not valid (the run says why)"
+    refused = changes_refusing_resume(saved, current)
+    if refused:
+        key, before, after = refused[0]
+        return "afresh", None, f"job.json's {key!r} changed since its checkpoint ({before!r} -> {after!r})"
+    if status == "results_missing":
+        return "resume", kept, "its results were removed: exported again from its final checkpoint"
+    if status == "succeeded":
+        changed = [key for key, _, _ in job_changes(saved, current) if key in RESULT_KEYS]
+        if not changed:
+            return "skip", step, "succeeded in an earlier run: not run again"
+        return "resume", kept, f"job.json's {', '.join(changed)} changed since it succeeded: continued from its " \
+                               "final checkpoint"
+    return "resume", kept, "interrupted: resumed from its checkpoint"
 
 
 def checkpoint_on_disk(job_dir: Path) -> int | None:
@@ -194,6 +236,13 @@ def judge(job: Job, ended: Ended) -> tuple[str, str | None, str]:
     """(status, error kind, message) of an ended attempt: status "succeeded", "failed", "cancelled", or "lost"
     (the engine or its worker died without a `finished` event: worth a retry)."""
     if ended.skipped:
+        try:
+            batch_cancel = (job.path / "cancel").read_text(encoding="utf-8") == BATCH_CANCEL
+        except (OSError, UnicodeDecodeError):
+            batch_cancel = False
+        if batch_cancel:
+            return "cancelled", None, ("cancelled before it started (the cancel file of a cancelled batch was there; "
+                                       "`python -m engine batch --resume` continues that batch)")
         return "cancelled", None, "cancelled before it started (its cancel file was there)"
     error = job.error or {}
     if job.finished is not None:
@@ -311,9 +360,9 @@ class Batch:
         return self._summary(time.monotonic() - started)
 
     def _continue(self, resume: dict) -> list[Job]:
-        """--resume: what each job's folder says of its last run decides what this batch does with it (see
-        earlier_run). Succeeded jobs end at once, attempts 0; the others are queued, resuming where a checkpoint
-        of an unfinished run is. The cancel files a cancelled batch wrote are removed first."""
+        """--resume: continue_plan decides what this batch does with each job. Skipped jobs end at once (a
+        job_ended with attempts 0); the others are queued, resuming or afresh, their first job_submitted saying
+        why. The cancel files a cancelled batch wrote are removed first."""
         queue = []
         for job in self.jobs:
             cancel = job.path / "cancel"
@@ -322,16 +371,16 @@ class Batch:
                     cancel.unlink()
             except (OSError, UnicodeDecodeError):
                 pass  # none, or the user's own cancel file: it stays, and the job ends cancelled
-            status, step = earlier_run(job.path)
-            if status == "succeeded":
+            action, step, job.reason = continue_plan(job.path)
+            if action == "skip":
                 job.last_step = step
-                job.summary = {"job_dir": str(job.path), "status": "succeeded", "kind": None,
-                               "message": "succeeded in an earlier run: not run again", "attempts": 0, "step": step}
+                job.summary = {"job_dir": str(job.path), "status": "succeeded", "kind": None, "message": job.reason,
+                               "attempts": 0, "step": step}
                 self.output.emit("job_ended", **job.summary)
                 continue
-            if status == "unfinished":
-                job.checkpoint_step = checkpoint_on_disk(job.path)
-                resume[job.path] = job.checkpoint_step is not None
+            if action == "resume":
+                job.checkpoint_step = step
+                resume[job.path] = True
             queue.append(job)
         return queue
 
@@ -343,7 +392,8 @@ class Batch:
         job.finished = job.error = None
         again = resume.get(job.path, False)
         self.output.emit("job_submitted", job_dir=str(job.path), attempt=job.attempts, resume=again,
-                         from_step=job.checkpoint_step if again else 0)
+                         from_step=job.checkpoint_step if again else 0, **({"reason": job.reason} if job.reason else {}))
+        job.reason = None
         job.handle = self.backend.start(job, again)
 
     def _attempt_ended(self, job: Job, ended: Ended, queue: list, resume: dict) -> None:
@@ -435,7 +485,7 @@ is retried from its checkpoint). stdout is one JSON-lines stream:
   every line of each job's events.jsonl, as it is written, with "job_dir": the job folder (absolute);
   the batch's own events (with "job_dir" where about one job):
     batch_started   backend, jobs, max_retries, pid (ray: address, local_cluster, start_s, resources)
-    job_submitted   job_dir, attempt (1, 2, ...), resume, from_step
+    job_submitted   job_dir, attempt (1, 2, ...), resume, from_step, reason (--resume: why it starts there)
     job_lost        job_dir, attempt, reason, retry, resume_from_step: the engine or its worker died
                     without a `finished` event (killed, node lost); retried up to --max-retries times
     job_ended       job_dir, status (succeeded | failed | cancelled), kind (the error kind of a failed job,
@@ -449,15 +499,18 @@ and keep their checkpoint, jobs not yet started do not start; a second signal ki
 cancel files stay (delete one and `python -m engine run --resume JOB_DIR` continues that job).
 
 --resume continues a batch that was cancelled or whose submitter died, from what each job folder says of
-its last run (events.jsonl): a job that succeeded (its results still there) is not run again (job_ended
-with attempts 0); one that was cancelled, killed or lost resumes from its checkpoint (or starts afresh
-without one); one that failed, or never ran, starts afresh. The cancel files a cancelled batch wrote are
-removed; a cancel file of your own stays, and its job ends cancelled.
+its last run (events.jsonl, checkpoints/latest.json): a job that succeeded as its job.json still asks is
+not run again (job_ended with attempts 0); one that was cancelled, killed or lost, whose results were
+removed, or whose steps or export settings changed since, continues from its checkpoint; one that failed,
+never ran, has no checkpoint, or whose job.json changed in a key a resume cannot take (seed, prompt,
+method, ...) starts afresh. job_submitted's "reason" says which and why. The cancel files a cancelled
+batch wrote are removed; a cancel file of your own stays, and its job ends cancelled.
 
 Ray: every node must see the job folders at the same path (a shared job root on NFS or SMB) and run the
 engine environment with this checkout at the same path. Paths in job.json are relative to the job folder.
 
-exit codes:
+exit codes (10: every job ended and some failed, or were cancelled through a cancel file of their own;
+batch_finished's status is then "failed"):
 """ + "\n".join(f"  {code:>2}  {name}" for name, code in BATCH_EXIT_CODES.items())
 
 

@@ -17,15 +17,11 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import EXIT_CODES, EngineError
-from ..spec import job_warnings, load_job, parse_job
+from ..spec import RESUMABLE_CHANGES, changes_refusing_resume, job_warnings, load_job
 from .events import EventStream, setup_logging
 
 log = logging.getLogger("engine.run")
 
-# Job keys that may change between a run and its --resume: they do not alter the optimisation (a budget only
-# shortens it; the resumed run keeps the schedule the checkpoint recorded).
-RESUMABLE_CHANGES = ("steps", "device", "export", "preview_every", "checkpoint_every", "preview_mesh_every",
-                     "budget_s")
 OLD_SCHEDULE_FILE = "schedule.json"
 """checkpoints/schedule.json: where engines before 2026-12 kept the budget's fits, beside latest.json (now inside
 it, so that a kill between the two writes cannot pair a checkpoint with another step's schedule)."""
@@ -314,14 +310,9 @@ def _fail(events: EventStream, error: EngineError) -> int:
 
 
 def _check_resumable(saved: dict, current: dict) -> None:
-    # Checkpoints of older engines saved the job in its old layout (flat options): compare both as today's
-    # parser reads them.
-    try:
-        saved = parse_job(saved).to_dict()
-    except EngineError:
-        pass
-    for key in sorted(set(saved) | set(current)):
-        if key not in RESUMABLE_CHANGES and saved.get(key) != current.get(key):
-            raise EngineError("invalid_job", f"--resume: job.json key {key!r} changed since the checkpoint "
-                              f"({saved.get(key)!r} -> {current.get(key)!r})",
-                              f"restore {key!r} or run without --resume; only {list(RESUMABLE_CHANGES)} may change")
+    changed = changes_refusing_resume(saved, current)
+    if changed:
+        key, before, after = changed[0]
+        raise EngineError("invalid_job", f"--resume: job.json key {key!r} changed since the checkpoint "
+                          f"({before!r} -> {after!r})",
+                          f"restore {key!r} or run without --resume; only {list(RESUMABLE_CHANGES)} may change")

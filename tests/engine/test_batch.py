@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.batch.driver import BATCH_CANCEL, BATCH_EXIT_CODES, Batch, Ended, Job, Output, judge
+from engine.batch.driver import BATCH_CANCEL, BATCH_EXIT_CODES, Batch, Ended, Job, Output, continue_plan, judge
 from engine.jobs.run import run_job
 from engine.spec import load_job
 from conftest import ROOT, engine, engine_env, read_events, write_job
@@ -126,6 +126,10 @@ def test_sigterm_cancels_every_job_through_its_cancel_file(tmp_path, tiny_models
     kept = finished[0]["step"]
     write_job(first, tiny_models, steps=kept + 3)
     write_job(second, tiny_models, steps=3)
+    # The same command without --resume: nothing starts, and the summary says how to continue.
+    plain = engine("batch", first, second)
+    assert plain.returncode == BATCH_EXIT_CODES["jobs_failed"]
+    assert all("--resume" in e["message"] for e in json.loads(plain.stdout.splitlines()[-1])["jobs"])
     out = engine("batch", "--resume", first, second)
     stream = [json.loads(line) for line in out.stdout.splitlines()]
     assert out.returncode == 0, out.stderr[-2000:]
@@ -134,11 +138,16 @@ def test_sigterm_cancels_every_job_through_its_cancel_file(tmp_path, tiny_models
     assert f"resumed from step {kept}" in [e.get("message") for e in stream if e.get("job_dir") == str(first)]
     assert not (first / "cancel").exists() and not (second / "cancel").exists()
     assert [(e["status"], e["step"]) for e in stream[-1]["jobs"]] == [("succeeded", kept + 3), ("succeeded", 3)]
-    # Once more: both succeeded, their results are there, and nothing runs.
+    # Once more, the second job given another seed: the first succeeded as asked and does not run; the second
+    # cannot resume with another seed and runs afresh, saying why.
+    write_job(second, tiny_models, steps=3, seed=4)
     again = engine("batch", "--resume", first, second)
     stream = [json.loads(line) for line in again.stdout.splitlines()]
-    assert again.returncode == 0 and not any(e["event"] in ("job_submitted", "started") for e in stream)
-    assert [(e["status"], e["attempts"]) for e in stream[-1]["jobs"]] == [("succeeded", 0), ("succeeded", 0)]
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [(e["job_dir"], e["resume"], e["reason"]) for e in stream if e["event"] == "job_submitted"] == [
+        (str(second), False, "job.json's 'seed' changed since its checkpoint (3 -> 4)")]
+    assert [e["job_dir"] for e in stream if e["event"] == "started"] == [str(second)]
+    assert [(e["status"], e["attempts"]) for e in stream[-1]["jobs"]] == [("succeeded", 0), ("succeeded", 1)]
 
 
 def test_the_engine_dies_with_the_batch_that_started_it(tmp_path, tiny_models):
@@ -264,43 +273,60 @@ def test_a_checkpoint_left_by_an_earlier_run_is_not_resumed_by_a_fresh_attempt(t
     assert lost["retry"] and lost["resume_from_step"] is None
 
 
-def test_resume_decides_from_each_folders_last_run(tmp_path):
-    """batch --resume: succeeded with its results -> not run; cancelled (or killed) -> resumed from its
-    checkpoint; failed, succeeded without its results, or never run -> afresh. Only the last run counts (the
-    lines from its `started` on), and only a batch's own cancel file is removed."""
-    folders = {name: tmp_path / name for name in ("done", "cancelled", "killed", "failed", "lost_results", "new",
-                                                   "rerun_cut")}
-    for folder in folders.values():
-        folder.mkdir()
-    (folders["done"] / "result").mkdir()
-    (folders["done"] / "result" / "mesh.npz").write_bytes(b"mesh")
-    append_events(folders["done"], {"event": "started"}, {"event": "artifact", "kind": "mesh",
-                                                          "path": "result/mesh.npz", "step": 8},
-                  {"event": "finished", "status": "succeeded", "step": 8})
+def test_resume_decides_from_each_folders_last_run_and_its_job_json(tmp_path):
+    """batch --resume (continue_plan): succeeded as job.json still asks -> not run; interrupted, results removed
+    or more steps asked -> resumed from the checkpoint; failed, never run, no checkpoint, or a key a resume cannot
+    take (the seed) changed -> afresh, saying which. Only the last run counts (the lines from its `started` on),
+    and only a batch's own cancel file is removed."""
+    names = ("done", "more_steps", "reseeded", "cancelled", "killed", "failed", "lost_results", "new", "rerun_cut")
+    folders = {name: write_job(tmp_path / name, {}, steps=8) for name in names}
+
+    def checkpoint(folder, step):
+        (folder / "checkpoints").mkdir(exist_ok=True)
+        (folder / "checkpoints" / "latest.json").write_text(json.dumps({"step": step,
+                                                                        "job": load_job(folder).to_dict()}))
+
+    def succeeded(folder, keep_results=True):
+        (folder / "result").mkdir()
+        if keep_results:
+            (folder / "result" / "mesh.npz").write_bytes(b"mesh")
+        append_events(folder, {"event": "started"}, {"event": "artifact", "kind": "mesh", "path": "result/mesh.npz"},
+                      {"event": "finished", "status": "succeeded", "step": 8})
+        checkpoint(folder, 8)
+
+    for name in ("done", "more_steps", "reseeded"):
+        succeeded(folders[name])
+    write_job(folders["more_steps"], {}, steps=12)
+    write_job(folders["reseeded"], {}, steps=8, seed=7)
     append_events(folders["cancelled"], {"event": "started"},
                   {"event": "artifact", "kind": "checkpoint", "path": "checkpoints/latest.json", "step": 4},
                   {"event": "finished", "status": "cancelled", "step": 5})
-    write_latest(folders["cancelled"], 5)
+    checkpoint(folders["cancelled"], 5)
     (folders["cancelled"] / "cancel").write_text(BATCH_CANCEL)
     append_events(folders["killed"], {"event": "started"}, {"event": "progress", "step": 7})
-    write_latest(folders["killed"], 6)
+    checkpoint(folders["killed"], 6)
     (folders["killed"] / "cancel").write_text("mine\n")  # the user's: it stays
     append_events(folders["failed"], {"event": "started"}, {"event": "finished", "status": "failed", "step": 2})
-    write_latest(folders["failed"], 2)
-    append_events(folders["lost_results"], {"event": "started"}, {"event": "artifact", "kind": "mesh",
-                                                                  "path": "result/mesh.npz"},
-                  {"event": "finished", "status": "succeeded", "step": 8})
-    # Succeeded once, then a second run that was cut before it finished: that run is the one to continue.
+    checkpoint(folders["failed"], 2)
+    succeeded(folders["lost_results"], keep_results=False)
+    # Succeeded once, then a second run that was cut before its first checkpoint: that run is the one to continue.
     append_events(folders["rerun_cut"], {"event": "started"}, {"event": "finished", "status": "succeeded",
                                                                "step": 8}, {"event": "started"})
+    plans = {name: continue_plan(folder) for name, folder in folders.items()}
+    assert {name: plan[:2] for name, plan in plans.items()} == {
+        "done": ("skip", 8), "more_steps": ("resume", 8), "reseeded": ("afresh", None), "cancelled": ("resume", 5),
+        "killed": ("resume", 6), "failed": ("afresh", None), "lost_results": ("resume", 8), "new": ("afresh", None),
+        "rerun_cut": ("afresh", None)}
+    assert plans["reseeded"][2] == "job.json's 'seed' changed since its checkpoint (3 -> 7)"
+    assert "steps" in plans["more_steps"][2] and "removed" in plans["lost_results"][2]
+    # The batch: skipped jobs end at once; the others are queued with their reasons; the batch's cancel file goes.
     out = io.StringIO()
     batch = Batch(list(folders.values()), ScriptedBackend([]), 3, Output(out), continue_batch=True)
     resume = {}
     queue = batch._continue(resume)
-    assert [j.path.name for j in queue] == ["cancelled", "killed", "failed", "lost_results", "new", "rerun_cut"]
-    assert {p.name: r for p, r in resume.items()} == {"cancelled": True, "killed": True, "rerun_cut": False}
-    assert [(j.path.name, j.checkpoint_step) for j in queue if resume.get(j.path)] == [("cancelled", 5),
-                                                                                      ("killed", 6)]
+    assert [j.path.name for j in queue] == [n for n in names if n != "done"]
+    assert sorted(p.name for p in resume) == ["cancelled", "killed", "lost_results", "more_steps"]
+    assert [(j.path.name, j.reason) for j in queue] == [(n, plans[n][2]) for n in names if n != "done"]
     ended = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(e["event"], Path(e["job_dir"]).name, e["status"], e["attempts"], e["step"]) for e in ended] == [
         ("job_ended", "done", "succeeded", 0, 8)]
