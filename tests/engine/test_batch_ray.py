@@ -59,15 +59,26 @@ def ray_processes(temp_dir: str) -> set[int]:
     return found
 
 
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a reparented Ray process can wait as one for its reaper)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return alive(pid)  # no /proc: ask the kernel
+
+
 def stop_processes(pids: set[int]) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    # SIGTERM, then SIGKILL after 2 s: Ray's GCS and raylet take ~11 s to shut down gracefully, and these are
+    # throwaway clusters of the tests.
+    for sig, wait_s in ((signal.SIGTERM, 2), (signal.SIGKILL, 10)):
         for pid in pids:
             try:
                 os.kill(pid, sig)
             except ProcessLookupError:
                 pass
-        deadline = time.monotonic() + 10
-        while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        deadline = time.monotonic() + wait_s
+        while any(running(p) for p in pids) and time.monotonic() < deadline:
             time.sleep(0.1)
 
 
@@ -94,7 +105,7 @@ def cluster():
     finally:
         pids = ray_processes(temp_dir)
         stop_processes(pids)
-        left = [p for p in pids if alive(p)]
+        left = [p for p in pids if running(p)]
         shutil.rmtree(temp_dir, ignore_errors=True)
         assert not left, [cmdline(p) for p in left]
 
