@@ -291,8 +291,10 @@ def resume_refusal(job: Job) -> str | None:
         return "it ran in a cluster batch: continue the batch with `python -m engine batch --resume`"
     if job.status == "succeeded":
         return "it has already succeeded"
-    if job.status == "failed" and (job.error or {}).get("kind") not in RESUMABLE_ERRORS:
-        return f"it failed ({(job.error or {}).get('kind')}): the same settings would fail again; start a new job"
+    kind = (job.error or {}).get("kind")
+    # A resume the engine refused (job.json changed since the checkpoint) may be tried again once it is fixed.
+    if job.status == "failed" and kind not in RESUMABLE_ERRORS and not (job.resume and kind == "invalid_job"):
+        return f"it failed ({kind}): the same settings would fail again; start a new job"
     if not (job.job_dir / "job.json").is_file():
         return f"its job folder {job.job_dir} is gone or has no job.json"
     return None

@@ -374,9 +374,12 @@ class EngineRun:
         self.state.error = {"kind": kind, "message": message, "hint": hint}
 
     def log_tail(self, lines: int = 20) -> str:
-        """The end of log.txt, and of stderr.txt when the engine wrote anything there."""
-        parts = [tail(self.job_dir / "log.txt", lines), tail(self.job_dir / "stderr.txt", lines)]
-        return "\n".join(p for p in parts if p)
+        """The end of log.txt, then what stderr.txt adds to it (a traceback): the engine logs to both, and
+        its log lines would otherwise show twice."""
+        log = tail(self.job_dir / "log.txt", lines)
+        logged = set(log.splitlines())
+        extra = [line for line in tail(self.job_dir / "stderr.txt", lines).splitlines() if line not in logged]
+        return "\n".join(p for p in (log, "\n".join(extra)) if p)
 
 
 def check_engine(engine_python: str | os.PathLike, engine_root: str | os.PathLike | None = None,

@@ -170,15 +170,20 @@ RESUMABLE_CHANGES = ("steps", "device", "export", "preview_every", "checkpoint_e
                      "budget_s")
 
 
-def job_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
-    """The job keys that differ between a checkpoint's job (`saved`, as checkpoints/latest.json holds it) and
-    the job now (`current`, JobSpec.to_dict()): [(key, saved value, current value)], sorted by key. Checkpoints
-    of older engines saved the job in its old layout (flat options): both are compared as today's parser reads
-    them."""
+def saved_job(saved: dict) -> dict:
+    """A job as a checkpoint (or a `started` event) saved it, read as today's parser reads it: checkpoints of
+    older engines saved the job in its old layout (flat options). Unchanged when it no longer parses."""
     try:
-        saved = parse_job(saved).to_dict()
+        return parse_job(saved).to_dict()
     except EngineError:
-        pass
+        return saved
+
+
+def job_changes(saved: dict, current: dict) -> list[tuple[str, Any, Any]]:
+    """The job keys that differ between a checkpoint's job (`saved`, as checkpoints/latest.json holds it; see
+    saved_job) and the job now (`current`, JobSpec.to_dict()): [(key, saved value, current value)], sorted by
+    key."""
+    saved = saved_job(saved)
     return [(key, saved.get(key), current.get(key)) for key in sorted(set(saved) | set(current))
             if saved.get(key) != current.get(key)]
 

@@ -141,15 +141,27 @@ BATCH_CANCEL = "cancelled by engine batch\n"
 """What a cancelled batch writes in each job's cancel file: `batch --resume` removes those, and only those."""
 
 
-def earlier_run(job_dir: Path) -> tuple[str, int | None]:
-    """What the job folder's events.jsonl says of its last run (the lines from its last `started` on):
-    "succeeded" (finished so, every artifact it named still there), "results_missing" (finished so, some of
-    them removed since), "failed" (the job's own fault), "unfinished" (cancelled, killed or lost), or "new"
-    (no run); with the last step it reported."""
+@dataclass
+class EarlierRun:
+    """What a job folder's events.jsonl says of its last run (the lines from its last `started` on)."""
+
+    status: str
+    """"succeeded" (every artifact it named still there), "results_missing" (succeeded, some removed since),
+    "failed", "unfinished" (cancelled, killed or lost) or "new" (no run)."""
+    step: int | None = None
+    """The last step it reported."""
+    job: dict | None = None
+    """The job it ran (its `started` event's), when it said."""
+    error_kind: str | None = None
+    """Its last error's kind, when it failed."""
+
+
+def earlier_run(job_dir: Path) -> EarlierRun:
+    """The job folder's last run, from its events.jsonl."""
     try:
         lines = (job_dir / "events.jsonl").read_bytes().splitlines()
     except OSError:
-        return "new", None
+        return EarlierRun("new")
     run: list[dict] = []
     for raw in lines:
         try:
@@ -162,59 +174,82 @@ def earlier_run(job_dir: Path) -> tuple[str, int | None]:
             run = []
         run.append(event)
     if not run:
-        return "new", None
+        return EarlierRun("new")
     steps = [e["step"] for e in run if isinstance(e.get("step"), int)]
-    step = steps[-1] if steps else None
+    started = run[0] if run[0].get("event") == "started" else {}
+    job = started.get("job") if isinstance(started.get("job"), dict) else None
+    errors = [e.get("kind") for e in run if e.get("event") == "error"]
     finished = next((e for e in reversed(run) if e.get("event") == "finished"), None)
     status = finished.get("status") if finished else None
     if status == "succeeded":
         artifacts = [e.get("path") for e in run if e.get("event") == "artifact" and e.get("kind") != "checkpoint"]
         there = all(isinstance(a, str) and (job_dir / a).exists() for a in artifacts)
-        return ("succeeded" if there else "results_missing"), step
-    if status == "failed":
-        return "failed", step
-    return "unfinished", step
+        status = "succeeded" if there else "results_missing"
+    elif status != "failed":
+        status = "unfinished"
+    return EarlierRun(status, steps[-1] if steps else None, job, errors[-1] if errors else None)
 
 
-# What a changed job.json means for a job that succeeded: more (or fewer) steps continue from its final
+# The keys of a changed job.json that matter to a job that succeeded: more steps continue from its final
 # checkpoint, other export settings export again from it; the other resumable keys change nothing of a result.
 RESULT_KEYS = ("steps", "export")
 
 
 def continue_plan(job_dir: Path) -> tuple[str, int | None, str]:
-    """What `batch --resume` does with a job folder: ("skip", step, why) for a job that succeeded as its
-    job.json still asks, ("resume", checkpoint step, why) for one to continue from its checkpoint (interrupted,
-    results removed, or given more steps or other export settings since), ("afresh", None, why) otherwise (never
-    run, failed, no checkpoint, or job.json changed in a key --resume cannot take, such as the seed)."""
-    status, step = earlier_run(job_dir)
-    if status == "new":
-        return "afresh", None, "it has not run yet"
-    if status == "failed":
-        return "afresh", None, "its last run failed"
+    """What `batch --resume` does with a job folder, and why (the why ends with what happens):
+
+    ("skip", step, why): it succeeded as its job.json still asks; ("resume", checkpoint step, why): continue
+    from its checkpoint (interrupted, failed, results removed, or given more steps or other export settings
+    since it succeeded); ("afresh", None, why): never run, no checkpoint to continue, job.json changed in a
+    key a resume cannot take (seed, prompt, method, ...) or now asking fewer steps than the checkpoint holds.
+    The job.json is compared with the checkpoint's job (or, without a checkpoint, with its last run's)."""
+    run = earlier_run(job_dir)
+    if run.status == "new":
+        return "afresh", None, "it has not run yet: starts afresh"
+    try:
+        current = load_job(job_dir).to_dict()
+    except EngineError:
+        return "afresh", None, "its job.json is not valid: the run says why (a checkpoint stays for a later --resume)"
     try:
         meta = json.loads((job_dir / "checkpoints" / "latest.json").read_text(encoding="utf-8"))
         saved, kept = meta["job"], meta["step"]
     except (OSError, ValueError, KeyError, TypeError):
-        if status == "succeeded":  # a checkpoint deleted by hand: the result stands
-            return "skip", step, "succeeded in an earlier run (no checkpoint to compare its job.json with)"
-        return "afresh", None, "its last run left no checkpoint"
-    try:
-        current = load_job(job_dir).to_dict()
-    except EngineError:
-        return "afresh", None, "its job.json is not valid (the run says why)"
+        meta, saved, kept = None, run.job, None
+    if saved is None:  # no checkpoint, and a run that did not say its job (an older engine)
+        if run.status == "succeeded":
+            return "skip", run.step, "succeeded in an earlier run: not run again"
+        return "afresh", None, "no checkpoint to continue from: starts afresh"
     refused = changes_refusing_resume(saved, current)
     if refused:
         key, before, after = refused[0]
-        return "afresh", None, f"job.json's {key!r} changed since its checkpoint ({before!r} -> {after!r})"
-    if status == "results_missing":
+        since = "its checkpoint" if meta else "its last run"
+        return "afresh", None, f"job.json's {key!r} changed since {since} ({before!r} -> {after!r}): starts afresh"
+    changed = {key: (before, after) for key, before, after in job_changes(saved, current) if key in RESULT_KEYS}
+    if meta is None:
+        if run.status == "succeeded" and not changed:
+            return "skip", run.step, "succeeded in an earlier run: not run again (its checkpoint is gone)"
+        return "afresh", None, "no checkpoint to continue from: starts afresh"
+    phases = meta.get("phases")
+    if isinstance(phases, list) and "steps" in changed:
+        # Every method's `steps` is the length of one of its phases: the total moves by as much.
+        before, after = changed["steps"]
+        total = sum(p[1] for p in phases) + after - before
+        if kept > total:
+            return "afresh", None, (f"job.json asks {total} steps in all, fewer than its checkpoint's {kept}: "
+                                    "starts afresh")
+    if run.status == "results_missing":
         return "resume", kept, "its results were removed: exported again from its final checkpoint"
-    if status == "succeeded":
-        changed = [key for key, _, _ in job_changes(saved, current) if key in RESULT_KEYS]
+    if run.status == "succeeded":
         if not changed:
-            return "skip", step, "succeeded in an earlier run: not run again"
-        return "resume", kept, f"job.json's {', '.join(changed)} changed since it succeeded: continued from its " \
-                               "final checkpoint"
-    return "resume", kept, "interrupted: resumed from its checkpoint"
+            return "skip", run.step, "succeeded in an earlier run: not run again"
+        if "steps" in changed:
+            before, after = changed["steps"]
+            return "resume", kept, (f"job.json's 'steps' changed since it succeeded ({before} -> {after}): "
+                                    f"continues from its final checkpoint (step {kept})")
+        return "resume", kept, "job.json's 'export' changed since it succeeded: exported again from its final checkpoint"
+    if run.status == "failed":
+        return "resume", kept, f"its last run failed ({run.error_kind}): resumed from its checkpoint (step {kept})"
+    return "resume", kept, f"interrupted: resumed from its checkpoint (step {kept})"
 
 
 def checkpoint_on_disk(job_dir: Path) -> int | None:

@@ -23,14 +23,17 @@ def _write_json(path: Path, data: dict) -> None:
 
 def save_checkpoint(job_dir: Path, step: int, modules: dict[str, torch.nn.Module],
                     optimizer: torch.optim.Optimizer | None, job: dict, object_frame: dict | None = None,
-                    representation: dict | None = None, schedule: dict | None = None) -> Path:
+                    representation: dict | None = None, schedule: dict | None = None,
+                    phases: list | None = None) -> Path:
     """Write the state after `step` completed steps; returns the tensor file.
 
     object_frame: where the object cube sits in the world (ObjectFrame.to_dict()), so that
     `render` and `export` put results where the run would have. representation: the method's
     Method.representation(), what its make_scene needs besides job.json (the job folder is then
     self-contained). schedule: the time budget's fits so far ({"job_phases", "fits"}), which --resume replays;
-    kept in latest.json itself so that a checkpoint and its schedule are replaced together.
+    kept in latest.json itself so that a checkpoint and its schedule are replaced together. phases: the job's
+    [[name, steps], ...] before any budget fit, so that `batch --resume` knows the total a job.json asks without
+    building the method.
     """
     folder = Path(job_dir) / "checkpoints"
     folder.mkdir(exist_ok=True)
@@ -54,7 +57,7 @@ def save_checkpoint(job_dir: Path, step: int, modules: dict[str, torch.nn.Module
     os.replace(tmp, folder / name)
     _write_json(folder / "latest.json", {"format": FORMAT, "step": step, "tensors": name, "job": job,
                                          "object_frame": object_frame, "representation": representation or {},
-                                         "schedule": schedule,
+                                         "schedule": schedule, "phases": phases,
                                          "optimizer": {"param_groups": groups, "scalars": scalars}})
     for old in folder.glob("step_*.safetensors"):
         if old.name != name:

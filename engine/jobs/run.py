@@ -143,7 +143,7 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
         def checkpoint(step: int) -> None:
             save_checkpoint(job_dir, step, method.modules, method.optimizer, spec.to_dict(), frame.to_dict(),
                             method.representation(),
-                            schedule={"job_phases": job_phases, "fits": fits} if fits else None)
+                            schedule={"job_phases": job_phases, "fits": fits} if fits else None, phases=job_phases)
             (job_dir / "checkpoints" / OLD_SCHEDULE_FILE).unlink(missing_ok=True)
             events.emit("artifact", kind="checkpoint", path="checkpoints/latest.json", step=step)
 
@@ -157,6 +157,10 @@ def run_job(job_dir: Path, resume: bool, out: IO[str]) -> int:
             _check_resumable(meta["job"], spec.to_dict())
             start = load_checkpoint(job_dir, method.modules, method.optimizer, device)["step"]
             fits = _replay_fits(meta, job_dir / "checkpoints" / OLD_SCHEDULE_FILE, method, job_phases)
+            if start > method.total_steps:  # its field is trained further than the job now asks: never relabel it
+                raise EngineError("invalid_job", f"--resume: the checkpoint is at step {start}, beyond the job's "
+                                  f"{method.total_steps} steps", f"give at least {start} steps to continue it, or run "
+                                  "without --resume to start afresh with fewer")
             log.info("resumed from step %d", start)
         # 5. Optimise, phase after phase. With a time budget the end of the run is reserved first, then the
         # steps are timed and the schedule fitted into what is left, and refitted as the clock goes.

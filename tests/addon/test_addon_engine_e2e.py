@@ -221,6 +221,13 @@ def test_real_engine_cancel(real):
     # --resume allows) and the object is imported.
     kept = events(handle)[-1]["step"]
     spec = json.loads((handle.job_dir / "job.json").read_text())
+    # Another seed cannot continue that checkpoint: the engine refuses, the job fails with why, nothing is
+    # imported, and once job.json is put right the job can be resumed again.
+    (handle.job_dir / "job.json").write_text(json.dumps({**spec, "seed": spec["seed"] + 1}))
+    handle.resume()
+    drive(handle, timeout=180)
+    assert handle.status == "failed" and handle.error["kind"] == "invalid_job" and "'seed'" in handle.error["message"]
+    assert [o for o in bpy.data.objects if o not in before] == []
     (handle.job_dir / "job.json").write_text(json.dumps({**spec, "steps": kept + 2}))
     handle.resume()
     drive(handle, timeout=180)

@@ -180,3 +180,13 @@ def test_runner_jobspec_paths_tasks_import_without_bpy():
             "blender_text3d.tasks; "
             "bad = {'bpy', 'torch'} & set(sys.modules); assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, env=runner.child_env(REPO))
+
+
+def test_the_log_tail_shows_each_logged_line_once_and_what_only_stderr_has(tmp_path):
+    """The engine logs to log.txt and to stderr: the tail gives the log, then the traceback stderr adds."""
+    (tmp_path / "log.txt").write_text("INFO engine.run: started\nERROR engine.run: model_missing: no model\n")
+    (tmp_path / "stderr.txt").write_text("INFO engine.run: started\nERROR engine.run: model_missing: no model\n"
+                                         "Traceback (most recent call last):\nRuntimeError: boom\n")
+    tail = runner.EngineRun(sys.executable, tmp_path).log_tail().splitlines()
+    assert tail == ["INFO engine.run: started", "ERROR engine.run: model_missing: no model",
+                    "Traceback (most recent call last):", "RuntimeError: boom"]

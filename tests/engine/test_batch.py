@@ -4,6 +4,7 @@ job folder."""
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -145,7 +146,7 @@ def test_sigterm_cancels_every_job_through_its_cancel_file(tmp_path, tiny_models
     stream = [json.loads(line) for line in again.stdout.splitlines()]
     assert again.returncode == 0, again.stderr[-2000:]
     assert [(e["job_dir"], e["resume"], e["reason"]) for e in stream if e["event"] == "job_submitted"] == [
-        (str(second), False, "job.json's 'seed' changed since its checkpoint (3 -> 4)")]
+        (str(second), False, "job.json's 'seed' changed since its checkpoint (3 -> 4): starts afresh")]
     assert [e["job_dir"] for e in stream if e["event"] == "started"] == [str(second)]
     assert [(e["status"], e["attempts"]) for e in stream[-1]["jobs"]] == [("succeeded", 0), ("succeeded", 1)]
 
@@ -274,39 +275,51 @@ def test_a_checkpoint_left_by_an_earlier_run_is_not_resumed_by_a_fresh_attempt(t
 
 
 def test_resume_decides_from_each_folders_last_run_and_its_job_json(tmp_path):
-    """batch --resume (continue_plan): succeeded as job.json still asks -> not run; interrupted, results removed
-    or more steps asked -> resumed from the checkpoint; failed, never run, no checkpoint, or a key a resume cannot
-    take (the seed) changed -> afresh, saying which. Only the last run counts (the lines from its `started` on),
-    and only a batch's own cancel file is removed."""
-    names = ("done", "more_steps", "reseeded", "cancelled", "killed", "failed", "lost_results", "new", "rerun_cut")
+    """batch --resume (continue_plan): succeeded as job.json still asks -> not run; interrupted, failed, results
+    removed or more steps asked -> resumed from the checkpoint; never run, no checkpoint, a key a resume cannot
+    take (the seed) changed, or fewer steps than the checkpoint holds -> afresh, saying which. Without a
+    checkpoint, job.json is compared with the last run's `started` job. Only the last run counts (the lines from
+    its `started` on), and only a batch's own cancel file is removed."""
+    names = ("done", "more_steps", "fewer_steps", "reseeded", "cancelled", "killed", "failed", "lost_results", "new",
+             "rerun_cut", "no_checkpoint", "no_checkpoint_reseeded")
     folders = {name: write_job(tmp_path / name, {}, steps=8) for name in names}
+
+    def started(folder):
+        return {"event": "started", "job": load_job(folder).to_dict()}
 
     def checkpoint(folder, step):
         (folder / "checkpoints").mkdir(exist_ok=True)
-        (folder / "checkpoints" / "latest.json").write_text(json.dumps({"step": step,
-                                                                        "job": load_job(folder).to_dict()}))
+        (folder / "checkpoints" / "latest.json").write_text(json.dumps(
+            {"step": step, "job": load_job(folder).to_dict(), "phases": [["generate", 8]]}))
 
     def succeeded(folder, keep_results=True):
         (folder / "result").mkdir()
         if keep_results:
             (folder / "result" / "mesh.npz").write_bytes(b"mesh")
-        append_events(folder, {"event": "started"}, {"event": "artifact", "kind": "mesh", "path": "result/mesh.npz"},
+        append_events(folder, started(folder), {"event": "artifact", "kind": "mesh", "path": "result/mesh.npz"},
                       {"event": "finished", "status": "succeeded", "step": 8})
         checkpoint(folder, 8)
 
-    for name in ("done", "more_steps", "reseeded"):
+    for name in ("done", "more_steps", "fewer_steps", "reseeded", "no_checkpoint", "no_checkpoint_reseeded"):
         succeeded(folders[name])
     write_job(folders["more_steps"], {}, steps=12)
+    write_job(folders["fewer_steps"], {}, steps=4)
     write_job(folders["reseeded"], {}, steps=8, seed=7)
-    append_events(folders["cancelled"], {"event": "started"},
+    for name in ("no_checkpoint", "no_checkpoint_reseeded"):
+        shutil.rmtree(folders[name] / "checkpoints")
+    write_job(folders["no_checkpoint_reseeded"], {}, steps=8, seed=7)
+    append_events(folders["cancelled"], started(folders["cancelled"]),
                   {"event": "artifact", "kind": "checkpoint", "path": "checkpoints/latest.json", "step": 4},
                   {"event": "finished", "status": "cancelled", "step": 5})
     checkpoint(folders["cancelled"], 5)
     (folders["cancelled"] / "cancel").write_text(BATCH_CANCEL)
-    append_events(folders["killed"], {"event": "started"}, {"event": "progress", "step": 7})
+    append_events(folders["killed"], started(folders["killed"]), {"event": "progress", "step": 7})
     checkpoint(folders["killed"], 6)
     (folders["killed"] / "cancel").write_text("mine\n")  # the user's: it stays
-    append_events(folders["failed"], {"event": "started"}, {"event": "finished", "status": "failed", "step": 2})
+    # A resume refused for a job.json typo (no `started`: it never parsed), fixed since: the checkpoint of the
+    # run before still counts.
+    append_events(folders["failed"], started(folders["failed"]), {"event": "finished", "status": "cancelled"},
+                  {"event": "error", "kind": "invalid_job"}, {"event": "finished", "status": "failed"})
     checkpoint(folders["failed"], 2)
     succeeded(folders["lost_results"], keep_results=False)
     # Succeeded once, then a second run that was cut before its first checkpoint: that run is the one to continue.
@@ -314,22 +327,30 @@ def test_resume_decides_from_each_folders_last_run_and_its_job_json(tmp_path):
                                                                "step": 8}, {"event": "started"})
     plans = {name: continue_plan(folder) for name, folder in folders.items()}
     assert {name: plan[:2] for name, plan in plans.items()} == {
-        "done": ("skip", 8), "more_steps": ("resume", 8), "reseeded": ("afresh", None), "cancelled": ("resume", 5),
-        "killed": ("resume", 6), "failed": ("afresh", None), "lost_results": ("resume", 8), "new": ("afresh", None),
-        "rerun_cut": ("afresh", None)}
-    assert plans["reseeded"][2] == "job.json's 'seed' changed since its checkpoint (3 -> 7)"
-    assert "steps" in plans["more_steps"][2] and "removed" in plans["lost_results"][2]
+        "done": ("skip", 8), "more_steps": ("resume", 8), "fewer_steps": ("afresh", None),
+        "reseeded": ("afresh", None), "cancelled": ("resume", 5), "killed": ("resume", 6), "failed": ("resume", 2),
+        "lost_results": ("resume", 8), "new": ("afresh", None), "rerun_cut": ("afresh", None),
+        "no_checkpoint": ("skip", 8), "no_checkpoint_reseeded": ("afresh", None)}
+    reasons = {name: plan[2] for name, plan in plans.items()}
+    assert reasons["reseeded"] == "job.json's 'seed' changed since its checkpoint (3 -> 7): starts afresh"
+    assert reasons["no_checkpoint_reseeded"] == "job.json's 'seed' changed since its last run (3 -> 7): starts afresh"
+    assert reasons["fewer_steps"] == "job.json asks 4 steps in all, fewer than its checkpoint's 8: starts afresh"
+    assert reasons["more_steps"] == ("job.json's 'steps' changed since it succeeded (8 -> 12): continues from its "
+                                     "final checkpoint (step 8)")
+    assert reasons["failed"] == "its last run failed (invalid_job): resumed from its checkpoint (step 2)"
+    assert "removed" in reasons["lost_results"] and reasons["new"] == "it has not run yet: starts afresh"
     # The batch: skipped jobs end at once; the others are queued with their reasons; the batch's cancel file goes.
     out = io.StringIO()
     batch = Batch(list(folders.values()), ScriptedBackend([]), 3, Output(out), continue_batch=True)
     resume = {}
     queue = batch._continue(resume)
-    assert [j.path.name for j in queue] == [n for n in names if n != "done"]
-    assert sorted(p.name for p in resume) == ["cancelled", "killed", "lost_results", "more_steps"]
-    assert [(j.path.name, j.reason) for j in queue] == [(n, plans[n][2]) for n in names if n != "done"]
+    skipped = ("done", "no_checkpoint")
+    assert [j.path.name for j in queue] == [n for n in names if n not in skipped]
+    assert sorted(p.name for p in resume) == ["cancelled", "failed", "killed", "lost_results", "more_steps"]
+    assert [(j.path.name, j.reason) for j in queue] == [(n, reasons[n]) for n in names if n not in skipped]
     ended = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [(e["event"], Path(e["job_dir"]).name, e["status"], e["attempts"], e["step"]) for e in ended] == [
-        ("job_ended", "done", "succeeded", 0, 8)]
+        ("job_ended", "done", "succeeded", 0, 8), ("job_ended", "no_checkpoint", "succeeded", 0, 8)]
     assert not (folders["cancelled"] / "cancel").exists() and (folders["killed"] / "cancel").read_text() == "mine\n"
 
 

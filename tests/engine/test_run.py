@@ -155,6 +155,12 @@ def test_resume_refuses_a_changed_job(tmp_path, tiny_models):
     assert error["kind"] == "invalid_job" and "'prompt'" in error["message"]
     write_job(job, tiny_models, steps=4)  # more steps is a legitimate change
     assert run_job(job, True, io.StringIO()) == 0 and final_weights(job)[0] == 4
+    # Fewer steps than the checkpoint took: refused, and the checkpoint keeps its step (it was once relabelled).
+    write_job(job, tiny_models, steps=3)
+    assert run_job(job, True, io.StringIO()) == 2
+    error = [e for e in read_events(job) if e["event"] == "error"][-1]
+    assert error["message"] == "--resume: the checkpoint is at step 4, beyond the job's 3 steps"
+    assert "give at least 4 steps" in error["hint"] and final_weights(job)[0] == 4
 
 
 @pytest.mark.parametrize("how", ["sigterm", "cancel_file"])
