@@ -495,7 +495,7 @@ def batch_command(job_dirs: list[Path], backend: str = "local", address: str | N
     """The `batch` subcommand: returns its exit code (BATCH_EXIT_CODES).
 
     Raises EngineError (kind invalid_job, exit code 2) for a JOB_DIR that is not a folder, before anything
-    starts, and BackendUnavailable (exit code 10) when Ray or the cluster is missing.
+    starts, and BackendUnavailable (exit code 11) when Ray or the cluster is missing.
     """
     from ..jobs.events import claim_stdout
 
