@@ -26,7 +26,8 @@ def find_file(folder: Path, file_path: str, guess_suffix: bool = True) -> tuple[
     first ("/home/a/scan/images/x.png": scan/images/x.png, then images/x.png, then x.png). Each
     candidate also matches with an image suffix added when it has none (guess_suffix: NeRF-synthetic's
     "./train/r_0", instant-ngp's extensionless paths) and by its name regardless of case when exactly
-    one file in its folder matches (captures written on Windows or macOS: "IMG_1.jpg" for IMG_1.JPG).
+    one file in its folder matches (captures written on Windows or macOS: "IMG_1.jpg" for IMG_1.JPG), and
+    so do its folders ("Images\\x.png" for images/x.png).
     The second value, for a "not found" message, says which other paths were tried ("" if none).
     """
     candidates, notes = [file_path], []
@@ -58,9 +59,34 @@ def _existing(path: Path, guess_suffix: bool) -> Path | None:
     for name in names:
         if (path.parent / name).is_file():
             return (path.parent / name).resolve()
+    if not path.parent.is_dir():  # "Images\\x.png" written on Windows for images/x.png
+        parent = _folder_in_any_case(path.parent)
+        if parent is None:
+            return None
+        path = parent / path.name
     try:
         lower = {name.lower() for name in names}
         matches = [e for e in path.parent.iterdir() if e.name.lower() in lower and e.is_file()]
     except OSError:  # the folder does not exist (or cannot be listed)
         return None
     return matches[0].resolve() if len(matches) == 1 else None
+
+
+def _folder_in_any_case(folder: Path) -> Path | None:
+    """folder with the components below its deepest existing ancestor matched regardless of case (each must
+    match exactly one folder), or None. Windows and macOS treat "Images" and "images" as one folder."""
+    missing = []
+    while not folder.is_dir():
+        if folder.parent == folder:
+            return None
+        missing.append(folder.name)
+        folder = folder.parent
+    for name in reversed(missing):
+        try:
+            matches = [e for e in folder.iterdir() if e.name.lower() == name.lower() and e.is_dir()]
+        except OSError:
+            return None
+        if len(matches) != 1:
+            return None
+        folder = matches[0]
+    return folder

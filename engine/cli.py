@@ -51,6 +51,13 @@ class Parser(argparse.ArgumentParser):
 
 # Argument types: each refuses a bad value with a message argparse prefixes with the flag's name.
 
+def path_arg(text: str) -> Path:
+    """An argparse type: a non-empty path (an empty string would otherwise mean the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must be a non-empty path (an empty string would mean the current folder)")
+    return Path(text)
+
+
 def whole_number(low: int, high: int | None = None):
     """An argparse type: an int within [low, high]."""
     def parse(text: str) -> int:
@@ -108,7 +115,7 @@ def models_value(text: str) -> dict:
 
 def add_run(sub) -> None:
     p = sub.add_parser("run", help="run the job in JOB_DIR/job.json")
-    p.add_argument("job_dir", type=Path)
+    p.add_argument("job_dir", type=path_arg)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
     p.set_defaults(handler=run_command)
 
@@ -122,11 +129,11 @@ def add_check(sub) -> None:
 
 def add_render(sub) -> None:
     p = sub.add_parser("render", help="render a job's latest field from cameras or a turntable")
-    p.add_argument("job_dir", type=Path)
-    p.add_argument("--out", type=Path, required=True,
+    p.add_argument("job_dir", type=path_arg)
+    p.add_argument("--out", type=path_arg, required=True,
                    help="folder for PNGs and their transforms.json (written only once every image is)")
     views = p.add_mutually_exclusive_group()
-    views.add_argument("--cameras", type=Path,
+    views.add_argument("--cameras", type=path_arg,
                        help="a capture folder or transforms JSON file whose (world) cameras to render from")
     views.add_argument("--turntable", type=whole_number(1, MAX_TURNTABLE_VIEWS), metavar="N",
                        help="N views around the object (default 36)")
@@ -138,7 +145,7 @@ def add_render(sub) -> None:
 
 def add_capture(sub) -> None:
     p = sub.add_parser("capture", help="check a capture; prints its frames, cameras (world) and object frame as JSON")
-    p.add_argument("path", type=Path, help="capture folder or transforms JSON file")
+    p.add_argument("path", type=path_arg, help="capture folder or transforms JSON file")
     p.add_argument("--max-image-size", type=whole_number(1, MAX_IMAGE_SIZE), default=512,
                    help="longest image side after loading")
     p.set_defaults(handler=capture_command)
@@ -146,7 +153,7 @@ def add_capture(sub) -> None:
 
 def add_export(sub) -> None:
     p = sub.add_parser("export", help="re-extract result/ from the latest checkpoint")
-    p.add_argument("job_dir", type=Path)
+    p.add_argument("job_dir", type=path_arg)
     p.add_argument("--resolution", type=export_setting("resolution"), help="marching-cubes grid (16 to 1024)")
     p.add_argument("--threshold", type=export_setting("threshold"), help='density iso-level (> 0) or "auto"')
     p.add_argument("--texture-size", type=export_setting("texture_size"),
@@ -158,7 +165,7 @@ def add_models(sub) -> None:
     p = sub.add_parser("models", help="model management")
     msub = p.add_subparsers(dest="models_command", required=True)
     tiny = msub.add_parser("make-tiny", help="write tiny random-weight models; prints the job.json models value")
-    tiny.add_argument("dir", type=Path)
+    tiny.add_argument("dir", type=path_arg)
     download = msub.add_parser("download", help="fetch models into the Hugging Face cache (uses the network)")
     download.add_argument("names", nargs="+")
     listing = msub.add_parser("list", help="default models per role, their size and whether they are present")

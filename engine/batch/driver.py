@@ -563,10 +563,12 @@ def _at_least_zero(kind: type):
 
 def add_batch(sub) -> None:
     """Add the `batch` subcommand to the engine's subparsers (engine/cli.py)."""
+    from ..cli import path_arg  # called by engine/cli.py once it is loaded (it imports this module)
+
     p = sub.add_parser("batch", help="run many job folders: here in turn, or on a Ray cluster",
                        description="Run many job folders, here one after another or one Ray task each.",
                        epilog=BATCH_NOTES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("job_dirs", nargs="+", type=Path, metavar="JOB_DIR")
+    p.add_argument("job_dirs", nargs="+", type=path_arg, metavar="JOB_DIR")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local: here, in turn, no Ray needed (default); ray: one task per job folder")
     p.add_argument("--address", help="the Ray cluster's head, HOST:PORT (`ray start --head` prints it); "

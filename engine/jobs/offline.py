@@ -81,6 +81,11 @@ def render_command(job_dir: Path, out_dir: Path, cameras: Path | None, turntable
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise EngineError("usage", f"--out {out_dir} is a file, not a folder", "give a new or existing folder")
+    if (out_dir / "transforms.json").exists():
+        # A capture's cameras (or an earlier render's) would be replaced by the rendered ones: nothing is lost.
+        raise EngineError("usage", f"--out {out_dir} already holds a transforms.json (a capture's or an earlier "
+                          "render's), which this render would replace",
+                          "give a new folder for --out, or move that transforms.json away first")
     # The cameras first: a wrong path fails in a moment, before the checkpoint is loaded.
     read = captures.read_cameras(cameras, test_file=False) if cameras is not None else None
     spec, scene, device, frame = load_scene(job_dir)
@@ -90,8 +95,12 @@ def render_command(job_dir: Path, out_dir: Path, cameras: Path | None, turntable
         views = turntable(spec.orbit, turntable_n or 36)
         cams = [{"c2w": views.c2w[i], "w": 0, "h": 0, "fx": None, "fy": None, "cx": None, "cy": None,
                  "angle": math.radians(float(views.fov_deg[i])), "name": f"turntable_{i:03d}"} for i in range(len(views.c2w))]
-    with staged_folder(out_dir) as staging:
-        count = _render_cameras(spec, scene, device, frame, cams, size, background, staging)
+    try:
+        with staged_folder(out_dir) as staging:
+            count = _render_cameras(spec, scene, device, frame, cams, size, background, staging)
+    except OSError as e:  # permissions, a full disk, a path through a file: staged_folder removed its folder
+        raise EngineError("usage", f"cannot write the render to --out {out_dir}: {e.strerror or e}",
+                          "give a folder you can write to, on a disk with space") from None
     return {"images": count, "out": str(out_dir)}
 
 
@@ -101,12 +110,18 @@ def staged_folder(out: Path) -> Iterator[Path]:
     into an existing `out`, replacing files of the same name); when it raises, the folder is removed, with the
     parent folders made for it, and `out` is as it was."""
     made = [p for p in reversed(out.parents) if not p.exists()]  # outermost first
-    out.parent.mkdir(parents=True, exist_ok=True)
     # mkdir, not tempfile.mkdtemp: the folder gets the user's usual permissions, not 0700.
     staging = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.partial"
-    staging.mkdir()
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging.mkdir()
         yield staging
+        if not out.exists():
+            staging.rename(out)
+            return
+        for file in staging.iterdir():
+            os.replace(file, out / file.name)
+        staging.rmdir()
     except BaseException:  # KeyboardInterrupt too: nothing half-written may stay
         shutil.rmtree(staging, ignore_errors=True)
         for parent in reversed(made):
@@ -115,12 +130,6 @@ def staged_folder(out: Path) -> Iterator[Path]:
             except OSError:
                 break  # something else was written there meanwhile: keep it
         raise
-    if not out.exists():
-        staging.rename(out)
-        return
-    for file in staging.iterdir():
-        os.replace(file, out / file.name)
-    staging.rmdir()
 
 
 def _render_cameras(spec, scene, device, frame: ObjectFrame, cams: list[dict], size: int | None, background: str,

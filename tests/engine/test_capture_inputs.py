@@ -78,6 +78,23 @@ def test_suffixes_and_the_case_of_names(capture, tmp_path):
     assert torch.equal(cap.images, load_capture(capture).images)
 
 
+def test_folders_in_another_case_as_windows_exporters_write_them(capture, tmp_path):
+    def folder_case(data, folder):
+        data["frames"][0]["file_path"] = "Images\\r_0.png"
+        data["frames"][1]["file_path"] = "IMAGES/R_1.PNG"
+        data["frames"][2]["file_path"] = "C:\\Data\\Scan\\Images\\r_2.png"
+    cap = load_capture(edited_copy(capture, tmp_path, folder_case))
+    assert torch.equal(cap.images, load_capture(capture).images)  # each frame found its own image
+
+
+def test_folders_that_differ_only_in_case_are_not_guessed_between(capture, tmp_path):
+    def ambiguous(data, folder):
+        shutil.copytree(folder / "images", folder / "IMAGES")
+        data["frames"][0]["file_path"] = "Images/r_0.png"
+    with pytest.raises(EngineError, match="frames\\[0\\]: image 'Images/r_0.png' not found"):
+        load_capture(edited_copy(capture, tmp_path, ambiguous))
+
+
 def test_names_that_differ_only_in_case_are_not_guessed_between(capture, tmp_path):
     def ambiguous(data, folder):
         (folder / "images" / "r_5.png").rename(folder / "images" / "R_5.png")

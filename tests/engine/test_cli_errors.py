@@ -123,6 +123,14 @@ BAD = [
     (["models"], USAGE, "required: models_command", ""),
     (["models", "frobnicate"], USAGE, "invalid choice: 'frobnicate'", ""),
     (["models", "make-tiny", "{garbage}"], USAGE, "is a file, not a folder", ""),
+    # An empty string would be the current folder: writing there, or reading its job.json, is never meant.
+    (["models", "make-tiny", ""], USAGE, "argument dir: must be a non-empty path", ""),
+    (["render", "", "--out", "{out}"], USAGE, "argument job_dir: must be a non-empty path", "{out}"),
+    (["render", "{job}", "--out", "", "--turntable", "2"], USAGE, "argument --out: must be a non-empty path", ""),
+    (["batch", "{job}", ""], USAGE, "argument JOB_DIR: must be a non-empty path", ""),
+    (["render", "{job}", "--out", "{capture}", "--turntable", "2"], USAGE, "already holds a transforms.json", ""),
+    (["render", "{job}", "--out", "{garbage}/sub", "--turntable", "2"], USAGE, "cannot write the render to --out",
+     "{garbage}/sub"),
     (["models", "download", "{root}/no-such-model"], EXIT_CODES["model_missing"], "no-such-model does not exist", ""),
 ]
 
@@ -195,6 +203,17 @@ def test_render_cameras_of_a_nerf_synthetic_folder_are_its_training_cameras(path
     assert json.loads(out)["images"] == len(train) == 2
     rendered = json.loads((tmp_path / "r" / "transforms.json").read_text())["frames"]
     assert [f["file_path"] for f in rendered] == [Path(f["file_path"]).name + ".png" for f in train]
+
+
+def test_render_never_replaces_a_captures_transforms_json(paths, cli, tmp_path):
+    """--out given the capture folder itself (or any folder with a transforms.json): refused, the capture intact."""
+    before = (paths.capture / "transforms.json").read_bytes()
+    listing = sorted(p.relative_to(paths.capture) for p in paths.capture.rglob("*"))
+    code, out, err = cli("render", paths.job, "--out", paths.capture, "--cameras", paths.capture, "--size", 8)
+    assert code == EXIT_CODES["usage"] and "already holds a transforms.json" in err and out == "", err
+    assert (paths.capture / "transforms.json").read_bytes() == before
+    assert sorted(p.relative_to(paths.capture) for p in paths.capture.rglob("*")) == listing  # nothing added
+    assert not list(paths.root.glob(".*partial"))
 
 
 def test_render_failing_midway_leaves_no_output(paths, monkeypatch, tmp_path):
