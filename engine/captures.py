@@ -330,8 +330,8 @@ def _matrix(value, where: str) -> np.ndarray:
     return m
 
 
-def _load_image(path: Path, where: str) -> np.ndarray:
-    """(H,W,4) float32 in [0,1]; alpha 1 where the file has none."""
+def _load_image(path: Path, where: str) -> tuple[np.ndarray, bool]:
+    """((H,W,4) float32 in [0,1], whether the file has an alpha channel); alpha 1 where it has none."""
     from PIL import Image
 
     try:
@@ -345,7 +345,7 @@ def _load_image(path: Path, where: str) -> np.ndarray:
         raise capture_invalid(f"{where}: cannot read image {path} ({e})", "re-export the image as PNG or JPEG") from None
     if arr.shape[-1] == 3:
         arr = np.concatenate([arr, np.ones_like(arr[..., :1])], axis=-1)
-    return arr
+    return arr, has_alpha
 
 
 def _resize(arr: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -629,11 +629,13 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
     max_image_size: longest side after loading (larger images are downsampled, intrinsics follow).
     holdout_every: also hold out every k-th training frame as a test view (0 = none).
     """
-    images = []
+    images, with_alpha = [], []
 
     def open_image(image_path: Path, where: str) -> tuple[int, int]:
-        images.append(_load_image(image_path, where))
-        return images[-1].shape[:2]
+        image, has_alpha = _load_image(image_path, where)
+        images.append(image)
+        with_alpha.append(has_alpha)
+        return image.shape[:2]
 
     cameras = read_cameras(path, need_images=True, open_image=open_image)
     source = cameras.source
@@ -650,6 +652,11 @@ def load_capture(path: str | Path, max_image_size: int = 512, holdout_every: int
         whole = [c.where for c in cameras.frames if c.mask is None]
         warnings.append(f"{len(whole)} frame(s) have no mask_path while {len(masked)} have one, first {whole[0]}: "
                         "their whole image is taken as the object's view (add their masks, or drop them)")
+    opaque = [c.where for c, a in zip(cameras.frames, with_alpha) if not a and c.mask is None]
+    if opaque and any(with_alpha):  # one frame saved without alpha: its backdrop would be trained as the object
+        warnings.append(f"{len(opaque)} frame(s) have no alpha channel while {sum(with_alpha)} have one, first "
+                        f"{opaque[0]}: their whole image, background included, is taken as the object's view "
+                        "(re-export them with alpha, or give them a mask_path)")
     if empty:  # nothing of the object in view: the frame only teaches the field to be empty along its rays
         warnings.append(f"the mask of {len(empty)} frame(s) covers nothing (all 0), first {empty[0]}: those views "
                         "say the object is not there; check the masks (255: the object, 0: ignored)")

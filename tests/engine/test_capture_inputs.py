@@ -103,6 +103,19 @@ def test_names_that_differ_only_in_case_are_not_guessed_between(capture, tmp_pat
         load_capture(edited_copy(capture, tmp_path, ambiguous))
 
 
+def test_a_frame_saved_without_alpha_among_frames_with_it_is_named(capture, tmp_path):
+    from PIL import Image
+
+    def flatten(data, folder):  # one image re-saved as RGB by an editor: its backdrop becomes opaque
+        path = folder / "images" / "r_1.png"
+        Image.open(path).convert("RGB").save(path)
+    cap = load_capture(edited_copy(capture, tmp_path, flatten))
+    opaque = [w for w in cap.warnings if "no alpha channel" in w]
+    assert len(opaque) == 1 and "1 frame(s) have no alpha channel while 5 have one" in opaque[0], cap.warnings
+    assert "frames[1]" in opaque[0]
+    assert not any("no alpha channel" in w for w in load_capture(capture).warnings)
+
+
 # Masks (nerfstudio's mask_path: 255 the object, 0 ignored).
 
 def as_masked(data, folder):
