@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from pathlib import Path
 
 from .batch.driver import add_batch
 from .errors import EXIT_CODES, EngineError
+from .spec import DEVICE_PATTERN
 
 NOTES = """`run` prints JSON-lines events on stdout (also appended to JOB_DIR/events.jsonl) and its log
 on stderr (also JOB_DIR/log.txt). Only `models download` and jobs with
@@ -140,6 +142,7 @@ def add_render(sub) -> None:
     p.add_argument("--size", type=whole_number(1, MAX_IMAGE_SIZE),
                    help="image width in pixels (default: the cameras' or 4x the render size)")
     p.add_argument("--background", choices=("white", "black", "transparent"), default="white")
+    add_device(p)
     p.set_defaults(handler=render_or_export)
 
 
@@ -158,7 +161,17 @@ def add_export(sub) -> None:
     p.add_argument("--threshold", type=export_setting("threshold"), help='density iso-level (> 0) or "auto"')
     p.add_argument("--texture-size", type=export_setting("texture_size"),
                    help="UV texture side (64 to 8192), 0 = vertex colours only")
+    add_device(p)
     p.set_defaults(handler=render_or_export)
+
+
+def add_device(p) -> None:
+    """--device of render and export: a job made on a GPU machine opens on any other."""
+    def device(text: str) -> str:
+        if not re.fullmatch(DEVICE_PATTERN, text):
+            raise argparse.ArgumentTypeError(f'must be "auto", "cpu", "cuda", "cuda:N" or "mps" (got {text!r})')
+        return text
+    p.add_argument("--device", type=device, help='where to run (default: job.json\'s "device"), e.g. cpu or auto')
 
 
 def add_models(sub) -> None:
@@ -263,9 +276,10 @@ def render_or_export(args) -> int:
 
     if args.command == "render":
         result = offline.render_command(args.job_dir, args.out, args.cameras, args.turntable, args.size,
-                                        args.background)
+                                        args.background, args.device)
     else:
-        result = offline.export_command(args.job_dir, args.resolution, args.threshold, args.texture_size)
+        result = offline.export_command(args.job_dir, args.resolution, args.threshold, args.texture_size,
+                                        args.device)
     print(json.dumps(result), file=out)
     return 0
 

@@ -35,7 +35,12 @@ def load_scene(job_dir: Path, device_name: str | None = None):
     if meta is None:
         raise EngineError("invalid_job", f"{job_dir} has no checkpoint yet",
                           "run the job first (checkpoints are written on checkpoint_every, on cancel and at the end)")
-    device = pick_device(device_name or spec.device)
+    try:
+        device = pick_device(device_name or spec.device)
+    except EngineError as e:  # a job made on a GPU machine, rendered or exported on a laptop
+        hint = ("give --device auto, or one of those" if device_name else
+                'give this command --device auto (or one of those); job.json "device" is the run\'s')
+        raise EngineError(e.kind, e.message, hint) from None
     scene = composition_root(get_card(spec.method)).make_scene(spec, meta.get("representation"))
     for module in scene.modules.values():
         module.to(device).eval()
@@ -68,11 +73,12 @@ def _camera_dicts(read: captures.Cameras, cube: ObjectFrame) -> list[dict]:
 
 
 def render_command(job_dir: Path, out_dir: Path, cameras: Path | None, turntable_n: int | None,
-                   size: int | None, background: str) -> dict:
+                   size: int | None, background: str, device_name: str | None = None) -> dict:
     """Render the job's field; writes PNGs and the transforms.json of what was rendered into out_dir.
 
     cameras: a capture folder or transforms JSON file (world cameras), or None for turntable_n views
     (default 36). size: image width in pixels (None: the cameras' own, else 4x the job's render size).
+    device_name: the device to render on (None: job.json's).
     Everything is checked before out_dir is touched: out_dir must not be a file (usage), the job must
     have a checkpoint (invalid_job), the cameras must read (capture_invalid). The images are rendered
     into a hidden sibling folder that becomes out_dir (or moves into it) only when all are written,
@@ -88,7 +94,7 @@ def render_command(job_dir: Path, out_dir: Path, cameras: Path | None, turntable
                           "give a new folder for --out, or move that transforms.json away first")
     # The cameras first: a wrong path fails in a moment, before the checkpoint is loaded.
     read = captures.read_cameras(cameras, test_file=False) if cameras is not None else None
-    spec, scene, device, frame = load_scene(job_dir)
+    spec, scene, device, frame = load_scene(job_dir, device_name)
     if read is not None:
         cams = _camera_dicts(read, frame)
     else:
@@ -172,14 +178,16 @@ def _render_cameras(spec, scene, device, frame: ObjectFrame, cams: list[dict], s
     return len(frames)
 
 
-def export_command(job_dir: Path, resolution: int | None, threshold, texture_size: int | None) -> dict:
+def export_command(job_dir: Path, resolution: int | None, threshold, texture_size: int | None,
+                   device_name: str | None = None) -> dict:
     """Re-extract result/ from the latest checkpoint, e.g. with another threshold; None keeps the job's setting.
 
     Raises EngineError: invalid_job (no checkpoint, a value outside job.json's export limits),
     empty_surface (nothing at the threshold; result/ is left as it was). When `threshold` was given, the
     empty_surface hint suggests the --threshold to try rather than an edit of job.json.
+    device_name: the device to extract on (None: job.json's).
     Returns artifact kind -> path relative to job_dir."""
-    spec, scene, device, frame = load_scene(job_dir)
+    spec, scene, device, frame = load_scene(job_dir, device_name)
     e = spec.export
     export = ExportConfig(resolution=e.resolution if resolution is None else resolution,
                           threshold=e.threshold if threshold is None else threshold,

@@ -129,6 +129,8 @@ BAD = [
     (["render", "{job}", "--out", "", "--turntable", "2"], USAGE, "argument --out: must be a non-empty path", ""),
     (["batch", "{job}", ""], USAGE, "argument JOB_DIR: must be a non-empty path", ""),
     (["render", "{job}", "--out", "{capture}", "--turntable", "2"], USAGE, "already holds a transforms.json", ""),
+    (["export", "{job}", "--device", "gpu"], USAGE, "argument --device: must be \"auto\", \"cpu\"", ""),
+    (["render", "{job}", "--out", "{out}", "--device", "cuda:x"], USAGE, "argument --device: must be", "{out}"),
     (["render", "{job}", "--out", "{garbage}/sub", "--turntable", "2"], USAGE, "cannot write the render to --out",
      "{garbage}/sub"),
     (["models", "download", "{root}/no-such-model"], EXIT_CODES["model_missing"], "no-such-model does not exist", ""),
@@ -203,6 +205,21 @@ def test_render_cameras_of_a_nerf_synthetic_folder_are_its_training_cameras(path
     assert json.loads(out)["images"] == len(train) == 2
     rendered = json.loads((tmp_path / "r" / "transforms.json").read_text())["frames"]
     assert [f["file_path"] for f in rendered] == [Path(f["file_path"]).name + ".png" for f in train]
+
+
+def test_a_gpu_job_renders_and_exports_on_this_cpu_with_device(paths, cli, tmp_path):
+    """A job made on a CUDA machine (a Ray cluster's), opened where there is none: job.json's device is absent
+    here, the error names --device, and --device cpu renders and exports it."""
+    job = tmp_path / "gpu_job"
+    shutil.copytree(paths.job, job)
+    spec = json.loads((job / "job.json").read_text())
+    (job / "job.json").write_text(json.dumps({**spec, "device": "cuda:7"}))
+    code, out, err = cli("export", job)
+    assert code == INVALID_JOB and "device 'cuda:7' requested" in err and "--device" in err, err
+    code, out, err = cli("render", job, "--out", tmp_path / "r", "--turntable", 2, "--size", 8, "--device", "cpu")
+    assert code == 0 and json.loads(out)["images"] == 2, err
+    code, out, err = cli("export", job, "--device", "cpu")
+    assert code == 0 and "mesh" in json.loads(out), err
 
 
 def test_render_never_replaces_a_captures_transforms_json(paths, cli, tmp_path):
