@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -274,12 +275,23 @@ def render_or_export(args) -> int:
     setup_logging(None, None)
     from .jobs import offline
 
-    if args.command == "render":
-        result = offline.render_command(args.job_dir, args.out, args.cameras, args.turntable, args.size,
-                                        args.background, args.device)
-    else:
-        result = offline.export_command(args.job_dir, args.resolution, args.threshold, args.texture_size,
-                                        args.device)
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    # SIGTERM as Ctrl-C: the staged output folder is removed on the way out, not left half-written.
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        if args.command == "render":
+            result = offline.render_command(args.job_dir, args.out, args.cameras, args.turntable, args.size,
+                                            args.background, args.device)
+        else:
+            result = offline.export_command(args.job_dir, args.resolution, args.threshold, args.texture_size,
+                                            args.device)
+    except KeyboardInterrupt:
+        print(f"cancelled: --out {args.out} is as it was" if args.command == "render" else
+              "cancelled: the export stopped before it finished; run it again for a complete result/", file=sys.stderr)
+        return EXIT_CODES["cancelled"]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(json.dumps(result), file=out)
     return 0
 

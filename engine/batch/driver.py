@@ -502,8 +502,11 @@ def batch_command(job_dirs: list[Path], backend: str = "local", address: str | N
     for d in job_dirs:
         if not Path(d).is_dir():
             raise EngineError("invalid_job", f"{d} is not a job folder", "give folders that hold a job.json")
-    if len({os.path.abspath(d) for d in job_dirs}) < len(job_dirs):
-        raise EngineError("invalid_job", "a job folder is given twice", "give each job folder once")
+    seen = set()
+    for d in job_dirs:
+        if os.path.abspath(d) in seen:
+            raise EngineError("invalid_job", f"job folder {d} is given twice", "give each job folder once")
+        seen.add(os.path.abspath(d))
     out = Output(claim_stdout())  # before Ray is imported: it prints
     batch = Batch(job_dirs, make_backend(backend, address, gpus_per_job), max_retries, out, continue_batch)
     # After the backend started: ray.init installs a SIGTERM handler of its own in the driver.

@@ -128,6 +128,7 @@ BAD = [
     (["render", "", "--out", "{out}"], USAGE, "argument job_dir: must be a non-empty path", "{out}"),
     (["render", "{job}", "--out", "", "--turntable", "2"], USAGE, "argument --out: must be a non-empty path", ""),
     (["batch", "{job}", ""], USAGE, "argument JOB_DIR: must be a non-empty path", ""),
+    (["batch", "{job}", "{root}/job/."], INVALID_JOB, "/job is given twice", ""),
     (["render", "{job}", "--out", "{capture}", "--turntable", "2"], USAGE, "already holds a transforms.json", ""),
     (["export", "{job}", "--device", "gpu"], USAGE, "argument --device: must be \"auto\", \"cpu\"", ""),
     (["render", "{job}", "--out", "{out}", "--device", "cuda:x"], USAGE, "argument --device: must be", "{out}"),
@@ -231,6 +232,28 @@ def test_render_never_replaces_a_captures_transforms_json(paths, cli, tmp_path):
     assert (paths.capture / "transforms.json").read_bytes() == before
     assert sorted(p.relative_to(paths.capture) for p in paths.capture.rglob("*")) == listing  # nothing added
     assert not list(paths.root.glob(".*partial"))
+
+
+def test_render_stopped_by_sigterm_leaves_no_staging_folder_and_exits_cancelled(paths, tmp_path):
+    import signal
+    import subprocess
+    import time
+
+    from conftest import ROOT, engine_env
+
+    out = tmp_path / "turntable"
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "render", str(paths.job), "--out", str(out),
+                             "--turntable", "3000", "--size", "8"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=engine_env(), cwd=ROOT)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".turntable.*.partial/*.png")) and time.monotonic() < deadline:
+        time.sleep(0.05)  # rendering: its staging folder holds images
+    assert list(tmp_path.glob(".turntable.*.partial/*.png")), "the render never started writing"
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == EXIT_CODES["cancelled"] and "Traceback" not in stderr, stderr[-2000:]
+    assert f"cancelled: --out {out} is as it was" in stderr and stdout == ""
+    assert list(tmp_path.iterdir()) == []  # neither --out nor the staging folder
 
 
 def test_render_failing_midway_leaves_no_output(paths, monkeypatch, tmp_path):
