@@ -558,7 +558,11 @@ def read_cameras(path: str | Path, need_images: bool = False, test_file: bool = 
         elif "camera_angle_x" in values:
             angle_x, angle_y = values["camera_angle_x"], values.get("camera_angle_y")
         else:
-            raise capture_invalid(f"{where} has no intrinsics", "give camera_angle_x, or fl_x, fl_y, cx, cy, w, h")
+            # Name what is there: a frame with fl_y but no fl_x is missing one key, not all of them.
+            present = sorted(k for k in values if k in INTRINSIC_KEYS)
+            have = f" (it has {', '.join(present)})" if present else ""
+            raise capture_invalid(f"{where} has no focal length: neither fl_x nor camera_angle_x{have}",
+                                  "give camera_angle_x, or fl_x, fl_y, cx, cy, w, h, in the file or in each frame")
         # Named by file_path as written, Windows separators read as such (the same with or without images).
         name = PurePosixPath(file_path.replace("\\", "/")).stem if file_path else f"frame_{i:03d}"
         coeffs = tuple(values.get(k, 0.0) for k in DISTORTION_KEYS)

@@ -134,6 +134,10 @@ def remove_intrinsics(data, folder):
         del data[key]
 
 
+def remove_fl_x(data, folder):
+    del data["fl_x"]
+
+
 def parallel_cameras(data, folder):
     del data["text3d_bounds"]
     for i, f in enumerate(data["frames"]):
@@ -154,7 +158,8 @@ BROKEN = [
     (resize_image, "frames[1]: image r_1.png is 20x16, the first frame's is 16x16"),
     (edit("w", 32), "frames[0]: image r_0.png is 16x16 but w, h say 32x16"),
     (corrupt_image, "frames[0]: cannot read image"),
-    (remove_intrinsics, "frames[0] has no intrinsics"),
+    (remove_intrinsics, "frames[0] has no focal length: neither fl_x nor camera_angle_x"),
+    (remove_fl_x, "frames[0] has no focal length: neither fl_x nor camera_angle_x (it has camera_model, cx, cy, fl_y, h, w)"),
     (edit("fl_x", -5.0), "transforms.json: fl_x = -5 is not a focal length"),
     (edit("camera_model", "EQUIRECTANGULAR"), "transforms.json: camera_model EQUIRECTANGULAR is not supported"),
     (edit("camera_model", "EQUIRECTANGULAR", frame=2), "frames[2].camera_model EQUIRECTANGULAR is not supported"),
@@ -321,7 +326,7 @@ CAMERAS_BROKEN = [
     (edit("transform_matrix", [[1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 1, 0], [0, 0, 1, 1]], frame=0), "last row"),
     (edit("transform_matrix", [[float("nan")] * 4] * 4, frame=0), "not a finite 4x4"),
     (edit("transform_matrix", None, frame=3, remove=True), "frames[3] has no transform_matrix"),
-    (remove_intrinsics, "frames[0] has no intrinsics"),
+    (remove_intrinsics, "frames[0] has no focal length: neither fl_x nor camera_angle_x"),
     (edit("fl_x", -5.0), "transforms.json: fl_x = -5 is not a focal length"),
     (edit("cx", 40.0, frame=2), "frames[2].cx = 40 is outside the 16x16 image"),
     (edit("camera_model", "EQUIRECTANGULAR"), "camera_model EQUIRECTANGULAR is not supported"),
