@@ -14,8 +14,8 @@ import math
 import re
 import signal
 import sys
-from pathlib import Path
 
+from .arguments import path_arg
 from .batch.driver import add_batch
 from .errors import EXIT_CODES, EngineError
 from .spec import DEVICE_PATTERN
@@ -53,13 +53,6 @@ class Parser(argparse.ArgumentParser):
 
 
 # Argument types: each refuses a bad value with a message argparse prefixes with the flag's name.
-
-def path_arg(text: str) -> Path:
-    """An argparse type: a non-empty path (an empty string would otherwise mean the current folder)."""
-    if not text.strip():
-        raise argparse.ArgumentTypeError("must be a non-empty path (an empty string would mean the current folder)")
-    return Path(text)
-
 
 def whole_number(low: int, high: int | None = None):
     """An argparse type: an int within [low, high]."""

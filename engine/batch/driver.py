@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from ..arguments import path_arg
 from ..errors import EXIT_CODES, EngineError
 from ..spec import changes_refusing_resume, job_changes, load_job
 from .backend import BATCH_EXIT_CODES, Ended
@@ -566,8 +567,6 @@ def _at_least_zero(kind: type):
 
 def add_batch(sub) -> None:
     """Add the `batch` subcommand to the engine's subparsers (engine/cli.py)."""
-    from ..cli import path_arg  # called by engine/cli.py once it is loaded (it imports this module)
-
     p = sub.add_parser("batch", help="run many job folders: here in turn, or on a Ray cluster",
                        description="Run many job folders, here one after another or one Ray task each.",
                        epilog=BATCH_NOTES, formatter_class=argparse.RawDescriptionHelpFormatter)
